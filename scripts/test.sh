@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs every test: Rust unit and integration tests (which start the real
+# server on 127.0.0.1 with the real models) and the Python tool's tests.
+# Installs and builds what is missing first, like run.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh
+bash scripts/build-models.sh
+# shellcheck source=env.sh
+source scripts/env.sh
+
+echo "== cargo build"
+cargo build --release --locked --workspace --all-targets
+
+echo "== cargo test"
+cargo test --release --locked --workspace
+
+echo "== python tests"
+"$EFFNET_PYTHON" -m pytest -q tools/tests
