@@ -356,7 +356,7 @@ def _read_prefix(variant: Variant, prefix: Path, location: str) -> tuple[dict[st
         reader = tf.train.load_checkpoint(str(prefix))
         shape_map = reader.get_variable_to_shape_map()
     except (tf.errors.OpError, ValueError, IndexError, RuntimeError) as error:
-        raise TfCheckpointError(f"{location}: cannot read checkpoint index (corrupt or truncated?): {error}") from error
+        raise TfCheckpointError(f"{location}: failed to read the checkpoint index (corrupt or truncated?): {error}") from error
 
     chosen, use_average = _select_variables(variant, shape_map, location)
     mapping = official_variables(variant)
@@ -368,7 +368,7 @@ def _read_prefix(variant: Variant, prefix: Path, location: str) -> tuple[dict[st
         except (tf.errors.OpError, ValueError, IndexError, RuntimeError) as error:
             # The reader reports a short read as IndexError and a checksum mismatch as OpError.
             raise TfCheckpointError(
-                f"{location}: cannot read variable {name} (checkpoint data corrupt or truncated?): {error}"
+                f"{location}: failed to read variable {name} (checkpoint data corrupt or truncated?): {error}"
             ) from error
         state_dict[key] = mapping[key].layout.to_canonical(np.asarray(tensor))
     return state_dict, use_average
