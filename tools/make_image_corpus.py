@@ -512,25 +512,31 @@ def make_reference(
 ) -> None:
     """Write the inputs and Pillow's resized crops as PNG, plus an index.
 
-    With `max_side`, photos are first downscaled to fit, to keep committed fixtures small.
+    With `max_side`, photos are first downscaled to fit, to keep committed fixtures small;
+    otherwise each entry also names the original photo file (`source`), so that a decoder
+    can be compared with Pillow's decode as well.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    inputs = [("pattern.png", Image.fromarray(synthetic_pattern(321, 243)))]
+    inputs = [("pattern.png", Image.fromarray(synthetic_pattern(321, 243)), None)]
     for path in photos:
         with Image.open(path) as image:
             photo = ImageOps.exif_transpose(image).convert("RGB")
         if max_side:
             photo = ImageOps.contain(photo, (max_side, max_side), Image.Resampling.LANCZOS)
-        inputs.append((path.stem + ".png", photo))
+        # Only unscaled photos can be compared from their original encoding.
+        inputs.append((path.stem + ".png", photo, None if max_side else path.name))
 
     entries = []
-    for name, image in inputs:
+    for name, image, source in inputs:
         image.save(out_dir / name, format="PNG")
         for resolution in resolutions:
             expected = pillow_preprocess(image, resolution)
             output = f"{Path(name).stem}.{resolution}.png"
             Image.fromarray(expected).save(out_dir / output, format="PNG")
-            entries.append({"input": name, "resolution": resolution, "expected": output})
+            entry = {"input": name, "resolution": resolution, "expected": output}
+            if source:
+                entry["source"] = source
+            entries.append(entry)
 
     text = json.dumps({"crop_padding": CROP_PADDING, "entries": entries}, indent=1) + "\n"
     (out_dir / "reference.json").write_text(text)

@@ -14,7 +14,7 @@
 
 use std::cell::RefCell;
 
-use fast_image_resize::images::{Image, ImageRef};
+use fast_image_resize::images::{CroppedImage, Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::RgbImage;
 
@@ -105,8 +105,9 @@ thread_local! {
 
 /// Crops and resizes `image` to `spec.resolution` squared RGB8 pixels, written row-major to `out`.
 ///
-/// `out` must hold exactly 3 x resolution x resolution bytes. The crop is passed to the
-/// resizer as a source window, so the crop is never copied.
+/// `out` must hold exactly 3 x resolution x resolution bytes. The resizer reads the crop
+/// through a view of `image`, so the crop is never copied; the one intermediate image is
+/// resolution x crop side pixels.
 pub fn resize_center_crop(image: &RgbImage, spec: &PreprocessSpec, out: &mut [u8]) -> Result<(), ImageError> {
     spec.validate()?;
     let resolution = spec.resolution;
@@ -126,17 +127,23 @@ pub fn resize_center_crop(image: &RgbImage, spec: &PreprocessSpec, out: &mut [u8
 
     let crop = center_crop(width, height, resolution, spec.crop_padding);
     let source = ImageRef::new(width, height, image.as_raw(), PixelType::U8x3).map_err(resize_error)?;
-    let mut target = Image::from_slice_u8(resolution, resolution, out, PixelType::U8x3).map_err(resize_error)?;
-    let options = ResizeOptions::new()
-        .resize_alg(ResizeAlg::Convolution(FilterType::CatmullRom))
-        .crop(
-            f64::from(crop.left),
-            f64::from(crop.top),
-            f64::from(crop.side),
-            f64::from(crop.side),
-        );
+    // A cropped view, not `ResizeOptions::crop`: with the option the filter reads source
+    // pixels beyond the crop edges (like Pillow's `resize(box=...)`), while the Python
+    // pipeline crops first, so its filter clamps at the crop edges.
+    let cropped = CroppedImage::new(&source, crop.left, crop.top, crop.side, crop.side).map_err(resize_error)?;
 
-    RESIZER.with_borrow_mut(|resizer| resizer.resize(&source, &mut target, &options)).map_err(resize_error)
+    // Two single-axis resizes in Pillow's order, horizontal then vertical. Resizing both
+    // axes at once, fast_image_resize runs the vertical pass first for 8-bit images; the
+    // intermediate image is rounded and clipped to 0..255 either way, so the order changes
+    // results by up to 2 levels next to hard edges.
+    let mut rows = Image::new(resolution, crop.side, PixelType::U8x3);
+    let mut target = Image::from_slice_u8(resolution, resolution, out, PixelType::U8x3).map_err(resize_error)?;
+    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::CatmullRom));
+    RESIZER.with_borrow_mut(|resizer| {
+        resizer.resize(&cropped, &mut rows, &options)?;
+        resizer.resize(&rows, &mut target, &options)
+    })
+    .map_err(resize_error)
 }
 
 /// Preprocesses `image` into `out` as float32 CHW: plane `c` holds `(x - mean[c]) / std[c]`.
