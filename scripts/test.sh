@@ -18,3 +18,6 @@ cargo test --release --locked --workspace
 
 echo "== python tests"
 "$EFFNET_PYTHON" -m pytest -q tools/tests
+
+echo "== deploy checks"
+bash deploy/check.sh
