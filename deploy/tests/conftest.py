@@ -1,4 +1,4 @@
-"""Fixtures of the deployment tests: the manifests that deploy/check.sh
+"""Helpers of the deployment tests: the manifests that deploy/check.sh
 rendered into DEPLOY_RENDER_DIR, and the server sources they must agree
 with."""
 

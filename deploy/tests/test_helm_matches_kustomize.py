@@ -3,12 +3,12 @@ of truth: the chart's default values against the base, each values-NAME.yaml
 against the overlay NAME, and autoscaling.queueDepth.enabled against the
 hpa-queue-depth component.
 
-Differences that are expected and removed before comparing: Helm's own
-labels (helm.sh/chart, app.kubernetes.io/managed-by), the checksum/config
-annotation through which the chart rolls pods on a configuration change,
-and the content hash that Kustomize appends to the configuration
-ConfigMap's name for the same purpose. The TOML files are compared parsed,
-so that comments may differ."""
+Some differences are expected and removed before comparing. Helm adds its
+own labels (helm.sh/chart, app.kubernetes.io/managed-by). The chart rolls
+pods on a configuration change through the checksum/config annotation, and
+Kustomize does the same by appending a content hash to the configuration
+ConfigMap's name. The TOML files are compared parsed, so that comments may
+differ."""
 
 import copy
 import re

@@ -1,8 +1,9 @@
 """Invariants of every rendered manifest set (Kustomize base, overlays,
-components and the Helm chart) against the server's sources: probe paths
-are routes of the HTTP router, ports are the ones the flags open, the grace
-period covers the shutdown sequence, and thread counts follow the CPU
-limit."""
+components and the Helm chart), checked against the server's sources.
+
+Probe paths are routes of the HTTP router, and ports are the ones the flags
+open. The grace period covers the shutdown sequence, and thread counts
+follow the CPU limit."""
 
 import math
 import re
@@ -45,6 +46,10 @@ def serve_flags() -> set[str]:
 def serve_env_vars() -> set[str]:
     source = (SERVER_SOURCE / "config.rs").read_text()
     return set(re.findall(r'env = "(\w+)"', source))
+
+
+def service(objects: list[dict], name: str = "effnet-serve") -> dict:
+    return next(s for s in find(objects, "Service") if s["metadata"]["name"] == name)
 
 
 def server_container(objects: list[dict]) -> dict:
@@ -133,9 +138,8 @@ def test_flags_exist(objects):
 
 def test_env_vars_exist(objects):
     known = serve_env_vars()
-    for container in (server_container(objects),):
-        for env in container.get("env", []):
-            assert env["name"] in known, f"{env['name']} is read by no flag of effnet-serve serve"
+    for env in server_container(objects).get("env", []):
+        assert env["name"] in known, f"{env['name']} is read by no flag of effnet-serve serve"
 
 
 def test_container_ports_match_flags(objects):
@@ -150,18 +154,24 @@ def test_container_ports_match_flags(objects):
 def test_service_ports_match_container(objects):
     container = server_container(objects)
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    service = only(objects, "Service")
-    by_name = {p["name"]: p for p in service["spec"]["ports"]}
+    by_name = {p["name"]: p for p in service(objects)["spec"]["ports"]}
     assert by_name["http"]["port"] == ports["http"]
     assert by_name["grpc"]["port"] == ports["grpc"]
     assert by_name["http"]["appProtocol"] == "http"
     assert by_name["grpc"]["appProtocol"] == "kubernetes.io/h2c"
-    for port in service["spec"]["ports"]:
-        assert port["targetPort"] in ports
+    for svc in find(objects, "Service"):
+        for port in svc["spec"]["ports"]:
+            assert port["targetPort"] in ports, f"Service {svc['metadata']['name']} targets no container port"
+
+
+def test_headless_service_grpc(objects):
+    headless = service(objects, "effnet-serve-headless")
+    assert headless["spec"]["clusterIP"] == "None"
+    assert [p["name"] for p in headless["spec"]["ports"]] == ["grpc"]
 
 
 def test_service_monitor_port(objects):
-    service_ports = {p["name"] for p in only(objects, "Service")["spec"]["ports"]}
+    service_ports = {p["name"] for p in service(objects)["spec"]["ports"]}
     for monitor in find(objects, "ServiceMonitor"):
         for endpoint in monitor["spec"]["endpoints"]:
             assert endpoint["port"] in service_ports
@@ -180,7 +190,7 @@ def test_selectors_match_pods(objects):
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     selectors = [
         deployment["spec"]["selector"]["matchLabels"],
-        only(objects, "Service")["spec"]["selector"],
+        *(svc["spec"]["selector"] for svc in find(objects, "Service")),
         only(objects, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"],
         only(objects, "NetworkPolicy")["spec"]["podSelector"]["matchLabels"],
     ]
