@@ -11,7 +11,7 @@ pub struct ModelId(usize);
 /// A model's name and batching settings, as passed to [`Scheduler::new`](crate::Scheduler::new).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelSpec {
-    /// Name used in errors and logs; unique within one scheduler.
+    /// Name used in errors and logs, unique within one scheduler.
     pub name: String,
     pub config: ModelConfig,
 }

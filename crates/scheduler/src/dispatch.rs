@@ -66,8 +66,8 @@ impl<B: Backend> Inner<B> {
     ///
     /// A panic in the backend is caught and fails this batch only.
     // NOTE: `AssertUnwindSafe` assumes the backend stays usable after a
-    // panic in `run_batch`; a backend with state that a panic can corrupt
-    // must recover from that itself.
+    // panic in `run_batch`. A backend whose state a panic can corrupt must
+    // recover from that itself.
     pub(crate) fn execute(&self, batch: Batch<B>) {
         let Batch {
             model,

@@ -1,14 +1,17 @@
 //! Per-model batching queues feeding one shared inference budget.
 //!
 //! The [`Scheduler`] sits between request handlers and an inference engine.
-//! It keeps one queue per model, forms batches of up to `max_batch_size`
-//! images (optionally waiting up to `max_queue_delay` for a fuller batch),
-//! runs at most `workers` batches at once across all models on blocking
-//! threads, and serves models round-robin so that a flood on one model
-//! cannot starve another. It rejects work beyond its queue limits at submit
-//! time, drops queued images whose deadline passed or whose caller went away,
-//! contains backend panics to the batch that raised them, and drains on
-//! shutdown. See [`Scheduler`] for the exact policy and its bounds.
+//! It keeps one queue per model and forms batches of up to `max_batch_size`
+//! images, optionally waiting up to `max_queue_delay` for a fuller batch.
+//! At most `workers` batches run at once across all models, on blocking
+//! threads, and models are served round-robin so that a flood on one model
+//! cannot starve another.
+//!
+//! Work beyond the queue limits is rejected at submit time. Queued images
+//! whose deadline passed or whose caller went away are dropped before they
+//! run. A backend panic fails only the batch that raised it, and the
+//! scheduler drains its work on shutdown. See [`Scheduler`] for the exact
+//! policy and its bounds.
 //!
 //! The crate knows nothing of images, HTTP or ONNX: the engine is a
 //! [`Backend`], and metrics are collected through an [`Observer`].

@@ -12,31 +12,33 @@ use crate::{AdmissionLimit, ModelId};
 /// not requests.
 #[allow(unused_variables)]
 pub trait Observer: Send + Sync + 'static {
-    /// A backend call succeeded; `duration` is the wall time of `run_batch`.
+    /// Called after a backend call succeeded. `duration` is the wall time of `run_batch`.
     fn batch_executed(&self, model: ModelId, size: usize, duration: Duration) {}
 
-    /// A backend call returned an error, panicked or returned the wrong number of outputs.
+    /// Called after a backend call returned an error, panicked or returned
+    /// the wrong number of outputs.
     fn batch_failed(&self, model: ModelId, size: usize) {}
 
-    /// One image left the backend, successfully or not, after waiting `queue_wait` in its queue.
+    /// Called once per image that left the backend, successfully or not,
+    /// after waiting `queue_wait` in its queue.
     fn entry_finished(&self, model: ModelId, queue_wait: Duration) {}
 
-    /// A request was rejected at submit by `limit`.
+    /// Called when `limit` rejected a normal-priority request at submit.
     fn rejected(&self, model: ModelId, limit: AdmissionLimit) {}
 
-    /// Queued images were removed because their deadline had passed.
+    /// Called when queued images were removed because their deadline had passed.
     fn expired(&self, model: ModelId, images: usize) {}
 
-    /// Queued images were removed because their caller dropped the response.
+    /// Called when queued images were removed because their caller dropped the response.
     fn cancelled(&self, model: ModelId, images: usize) {}
 
-    /// A low-priority request was not admitted.
+    /// Called when a low-priority request was not admitted.
     fn skipped(&self, model: ModelId) {}
 
-    /// Images queued for `model` (both priorities) after a change.
+    /// Called with the images queued for `model` (both priorities) after each change.
     fn queue_depth(&self, model: ModelId, images: usize) {}
 
-    /// Images queued or running across all models after a change.
+    /// Called with the images queued or running across all models after each change.
     fn in_flight(&self, images: usize) {}
 }
 

@@ -36,7 +36,7 @@ pub(crate) enum Readiness {
 /// Images removed from a lane without running.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Removed {
-    /// Images whose deadline had passed; their requests got `DeadlineExceeded`.
+    /// Images whose deadline had passed. Their requests got `DeadlineExceeded`.
     pub(crate) expired: usize,
     /// Images of requests that already had an outcome or whose caller was gone.
     pub(crate) abandoned: usize,
@@ -46,7 +46,7 @@ pub(crate) struct Removed {
 pub(crate) struct Batch<B: Backend> {
     pub(crate) model: ModelId,
     pub(crate) inputs: Vec<B::Input>,
-    /// Which requests the inputs belong to, in input order.
+    /// Runs of inputs per request, in input order.
     pub(crate) segments: Vec<Segment<B::Output>>,
 }
 

@@ -31,13 +31,13 @@ use crate::{
 ///   images from the front of one model's queue, splitting a request that
 ///   does not fit. Models are never mixed in a batch.
 /// - With `max_queue_delay` zero, a batch is formed as soon as a worker is
-///   free. Otherwise the queue is dispatched when it holds a full batch or
-///   its oldest image has waited `max_queue_delay`, whichever comes first.
+///   free. Otherwise the queue is dispatched when it contains a full batch
+///   or its oldest image has waited `max_queue_delay`, whichever comes first.
 ///   After [`close`](Self::close) queues are flushed without waiting.
 /// - When a worker frees, models with a ready batch are served round-robin,
 ///   starting after the model served last. So a request at the front of a
 ///   ready queue waits for at most the batches already running plus one
-///   batch of each other model; a request behind others of its own model
+///   batch of each other model. A request behind others of its own model
 ///   waits that long for each batch ahead of it.
 /// - Low-priority batches are formed only while no normal image is queued
 ///   for any model. A running low-priority batch is not preempted, so normal
@@ -88,13 +88,13 @@ pub(crate) struct Inner<B: Backend> {
 /// Future of one request's outputs, in input order.
 ///
 /// Dropping it before it completes removes the request's queued images, so
-/// the backend never sees them. Parts already running complete and their
+/// they never reach the backend. Parts already running complete and their
 /// outputs are discarded.
 #[must_use = "dropping the response cancels the request"]
 pub struct ResponseFuture<B: Backend> {
     receiver: oneshot::Receiver<Outcome<B::Output>>,
     model: Arc<str>,
-    /// Present until the outcome arrives; used to cancel on drop.
+    /// Present until the outcome arrives, so that dropping the future cancels the request.
     pending: Option<PendingRequest<B>>,
 }
 
@@ -260,7 +260,8 @@ impl<B: Backend> Scheduler<B> {
     /// Waits until no image is queued or running. Without a prior
     /// [`close`](Self::close), new submissions can keep it waiting.
     ///
-    /// When it returns, every request that finished has had its outcome sent.
+    /// When it returns, every finished request has had its outcome sent and
+    /// reported to the observer.
     pub async fn drain(&self) {
         loop {
             let notified = self.inner.idle.notified();

@@ -12,8 +12,8 @@ use crate::{ScheduleError, Timed};
 /// Result delivered to a request's caller: one output per input, in input order.
 pub(crate) type Outcome<O> = Result<Vec<Timed<O>>, ScheduleError>;
 
-/// Shared by a request's queue entry, the batches running parts of it and its
-/// [`ResponseFuture`](crate::ResponseFuture).
+/// Output collector of one request, shared by its queue entry, the batches
+/// running parts of it and its [`ResponseFuture`](crate::ResponseFuture).
 ///
 /// Invariant: once `finished` is set, the sender has been consumed or dropped,
 /// so later outputs for this request are discarded.
@@ -23,7 +23,7 @@ pub(crate) struct Slot<O> {
 }
 
 struct SlotState<O> {
-    /// One entry per input; `Some` once its batch has returned.
+    /// One entry per input, `Some` once its batch has returned.
     results: Vec<Option<Timed<O>>>,
     /// Entries of `results` still `None`.
     remaining: usize,

@@ -15,7 +15,7 @@ use crate::{
 /// Weight of the newest batch in a model's average batch duration.
 const BATCH_DURATION_WEIGHT: f64 = 0.2;
 
-/// Bounds of the suggested retry-after; the lower bound is also the value
+/// Bounds of the suggested retry-after. The lower bound is also the value
 /// used before any batch has run.
 const MIN_RETRY_AFTER: Duration = Duration::from_secs(1);
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
@@ -25,13 +25,13 @@ pub(crate) struct State<B: Backend> {
     pub(crate) models: Vec<ModelQueue<B>>,
     /// Images admitted and not yet finished, across all models.
     pub(crate) in_flight: usize,
-    /// Backend calls running now; at most `SchedulerConfig::workers`.
+    /// Backend calls running now, at most `SchedulerConfig::workers`.
     pub(crate) running: usize,
     /// Model index at which the next round-robin scan starts, per priority.
     next_normal: usize,
     next_low: usize,
     pub(crate) closed: bool,
-    /// Set when the scheduler is dropped: the dispatcher exits.
+    /// Set when the scheduler is dropped, which makes the dispatcher exit.
     pub(crate) stopped: bool,
 }
 
@@ -40,8 +40,8 @@ pub(crate) struct ModelQueue<B: Backend> {
     pub(crate) config: ModelConfig,
     pub(crate) normal: Lane<B>,
     pub(crate) low: Lane<B>,
-    /// Exponentially weighted mean of recent backend call durations; `None`
-    /// until the first batch has finished.
+    /// Exponentially weighted mean of recent backend call durations. It is
+    /// `None` until the first batch has finished.
     batch_duration: Option<Duration>,
 }
 

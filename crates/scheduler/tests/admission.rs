@@ -252,3 +252,32 @@ async fn config_rejects_invalid_values() {
         assert_eq!(error, expected);
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_follows_batch_duration() {
+    let models = [ModelConfig::new(1, 2)];
+    let (scheduler, _) = scheduler(FakeBackend::gated(), SchedulerConfig::new(1, 100), &models);
+    let gate = scheduler.backend().gate();
+
+    let slow = submit_running(&scheduler, 0, &[1]).await;
+    tokio::time::advance(Duration::from_secs(3)).await;
+    gate.release(1);
+    assert!(slow.await.is_ok());
+    scheduler.drain().await;
+
+    let running = submit_running(&scheduler, 0, &[2]).await;
+    let queued = [
+        submit(&scheduler, 0, &[3]).unwrap(),
+        submit(&scheduler, 0, &[4]).unwrap(),
+    ];
+    let rejected = submit(&scheduler, 0, &[5]).unwrap_err();
+
+    // Two queued batches at the 3 s mean batch duration, on one worker.
+    assert_eq!(rejected.retry_after(), Some(Duration::from_secs(6)));
+
+    gate.open();
+    assert!(running.await.is_ok());
+    for response in queued {
+        assert!(response.await.is_ok());
+    }
+}
