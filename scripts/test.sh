@@ -19,5 +19,9 @@ cargo test --release --locked --workspace
 echo "== python tests"
 "$EFFNET_PYTHON" -m pytest -q tools/tests
 
+echo "== TensorFlow checkpoint import tests"
+bash scripts/setup-tf.sh
+.venv-tf/bin/python -m pytest -q tools/tests/test_tf_checkpoint.py
+
 echo "== deploy checks"
 bash deploy/check.sh

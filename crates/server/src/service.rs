@@ -223,7 +223,12 @@ impl InferenceService {
         self.check_image_count(request.images.len())?;
 
         let spec = preprocess_spec(&model);
-        let preprocessed = self.decode.preprocess_all(request.images, spec).await?;
+        let preprocessed = tokio::time::timeout_at(
+            deadline,
+            self.decode.preprocess_all(request.images, spec),
+        )
+        .await
+        .map_err(|_| deadline_exceeded(model.name()))??;
         let (tensors, decode_timings): (Vec<_>, Vec<_>) = preprocessed
             .into_iter()
             .map(|p| (p.tensor, p.timings))
@@ -277,7 +282,13 @@ impl InferenceService {
             .scheduler
             .submit(ModelId::new(model.index), tensors, options)
             .map_err(schedule_error)?;
-        let completed = pending.await.map_err(schedule_error)?;
+        // The scheduler drops expired images when it next forms a batch for
+        // this model; the timeout answers the client exactly at the deadline,
+        // and dropping `pending` removes the request's queued images at once.
+        let completed = tokio::time::timeout_at(deadline, pending)
+            .await
+            .map_err(|_| deadline_exceeded(model.name()))?
+            .map_err(schedule_error)?;
 
         Ok(completed
             .into_iter()
@@ -341,6 +352,14 @@ fn preprocess_spec(model: &Model) -> PreprocessSpec {
         mean: manifest.preprocessing.mean,
         std: manifest.preprocessing.std,
     }
+}
+
+fn deadline_exceeded(model: &str) -> ServiceError {
+    ServiceError::new(
+        ErrorKind::DeadlineExceeded,
+        "deadline_exceeded",
+        format!("deadline exceeded before model {model} answered"),
+    )
 }
 
 fn shutting_down() -> ServiceError {
