@@ -41,6 +41,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     });
 
+    let metrics_server = match config.metrics_addr {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("failed to bind the metrics address {addr}"))?;
+            tracing::info!(addr = %listener.local_addr()?, "metrics listening");
+            let router = http::metrics::router(service.clone());
+            let closed = wait_closed(close_rx.clone());
+            Some(tokio::spawn(async move {
+                axum::serve(listener, router).with_graceful_shutdown(closed).await
+            }))
+        }
+        None => None,
+    };
+
     let load = {
         let service = service.clone();
         let root = config.model_repository.clone();
@@ -65,6 +80,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let finish = async {
         let _ = http_server.await;
+        if let Some(metrics_server) = metrics_server {
+            let _ = metrics_server.await;
+        }
         service.scheduler().drain().await;
     };
     match tokio::time::timeout(config.shutdown.timeout, finish).await {
@@ -88,6 +106,8 @@ pub async fn start(config: Config) -> anyhow::Result<(Arc<InferenceService>, Arc
         intra_op_threads = config.threads.intra_op_threads,
         batch_workers = config.threads.batch_workers,
         decode_workers = config.threads.decode_workers,
+        max_in_flight_images = config.admission.max_in_flight_images,
+        shadow_fraction = config.shadow_fraction,
         "starting"
     );
 
