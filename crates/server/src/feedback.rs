@@ -235,9 +235,9 @@ pub fn score(top5: &[Top5], classes: &[usize]) -> Vec<(bool, bool)> {
         .collect()
 }
 
-/// Resolves a true class sent by a client: an index `0..classes` as a JSON
-/// number or a string of digits, or a WordNet id such as `n01440764`; or a
-/// JSON array of these, one per image.
+/// Resolves the true classes sent by a client. Each is an index `0..classes`
+/// (a JSON number or a string of digits) or a WordNet id such as
+/// `n01440764`, and a JSON array sends one per image.
 pub fn resolve_classes(value: &serde_json::Value, labels: &Labels) -> Result<Vec<usize>, ServiceError> {
     match value {
         serde_json::Value::Array(values) if values.is_empty() => Err(ServiceError::invalid(

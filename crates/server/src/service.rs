@@ -171,7 +171,7 @@ impl InferenceService {
         tracker
     }
 
-    /// Every metric in the Prometheus text format.
+    /// Renders every metric in the Prometheus text format.
     pub fn render_metrics(&self) -> String {
         self.metrics.render(&self.models)
     }
@@ -298,9 +298,9 @@ impl InferenceService {
     /// Classifies encoded images: decode and preprocess in parallel on the
     /// blocking pool, batch on the model's queue, then softmax and top-k.
     ///
-    /// A successful result is remembered for `POST /v1/feedback`, and a
-    /// sampled INT8 request is also queued on its FP32 twin at low priority
-    /// (see [`shadow`]); neither delays the response.
+    /// A successful result is remembered for `POST /v1/feedback`. A sampled
+    /// INT8 request is also queued on its FP32 twin at low priority (see
+    /// [`shadow`]). Neither delays the response.
     pub async fn classify(&self, request: ClassifyRequest) -> Result<ClassifyOutcome, ServiceError> {
         let deadline = self.deadline(request.timeout);
         let (model, session) = self.models.ready(&request.model)?;
@@ -360,8 +360,8 @@ impl InferenceService {
         Ok(preprocessed)
     }
 
-    /// The FP32 twin to shadow this request on, if the model is INT8, has a
-    /// twin, and this request is sampled at `shadow_fraction`.
+    /// Samples a request at `shadow_fraction` and returns the FP32 twin to
+    /// shadow it on, for INT8 models that have one.
     fn sample_shadow(&self, model: &Model) -> Option<usize> {
         let twin = self.shadow_twins.get(model.index).copied().flatten()?;
         let fraction = self.config.shadow_fraction;
@@ -441,8 +441,8 @@ fn load_one(
     Ok((session, start.elapsed()))
 }
 
-/// The five best class indices of one image's logits. Softmax keeps the
-/// order of logits, so ranking the logits directly is enough.
+/// Returns the five best class indices of one image's logits. Softmax keeps
+/// the order of logits, so ranking the logits directly is enough.
 fn top5_of(logits: &[f32]) -> Top5 {
     let mut top5 = [0u16; 5];
     for (slot, index) in top5.iter_mut().zip(topk::top_k_indices(logits, 5)) {

@@ -32,7 +32,7 @@ pub struct ShadowRun {
     inputs: Vec<Vec<f32>>,
 }
 
-/// The FP32 model of the same variant, by registry index, for every INT8 model.
+/// Finds the FP32 model of the same variant for every INT8 model, by registry index.
 pub fn twins(models: &ModelRegistry) -> Vec<Option<usize>> {
     models
         .iter()
@@ -51,7 +51,7 @@ pub fn twins(models: &ModelRegistry) -> Vec<Option<usize>> {
         .collect()
 }
 
-/// The best class of one image's logits and its softmax probability.
+/// Returns the best class of one image's logits and its softmax probability.
 fn top1(logits: &[f32]) -> (usize, f32) {
     let probabilities = topk::softmax(logits);
     let best = topk::top_k_indices(&probabilities, 1).first().copied().unwrap_or(0);

@@ -18,8 +18,9 @@ use serde_json::{Value, json};
 const LITE0_FP32: &str = "efficientnet-lite0-fp32";
 const LITE0_INT8: &str = "efficientnet-lite0-int8";
 
-/// A server whose configuration file enables only `models` and adds `extra`
-/// TOML; the temporary directory must outlive the server.
+/// Starts a server whose configuration file enables only `models`, with
+/// `server` lines under `[server]` and `model_defaults` under
+/// `[models.default]`. The temporary directory must outlive the server.
 fn start(models: &[&str], server: &str, model_defaults: &str) -> (TestServer, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.toml");
@@ -56,7 +57,7 @@ fn scrape(server: &TestServer) -> String {
     response.text().unwrap()
 }
 
-/// The sum of the samples of `name` whose labels include every pair of `labels`.
+/// Sums the samples of `name` whose labels include every pair of `labels`.
 fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     text.lines()
         .filter(|line| !line.starts_with('#'))
@@ -361,7 +362,7 @@ fn unknown_models_add_no_series() {
     );
 }
 
-/// A scrambled 32-bit name per index, distinct for distinct indices.
+/// Scrambles an index into a 32-bit name, distinct for distinct indices.
 fn rand_name(i: u32) -> u32 {
     i.wrapping_mul(0x9e37_79b9).rotate_left(13) ^ 0x5bd1_e995
 }

@@ -16,7 +16,7 @@ use crate::service::InferenceService;
 /// Content type of the Prometheus text exposition format 0.0.4.
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// The router of the separate metrics listener: `/metrics` only.
+/// Builds the router of the separate metrics listener, which serves `/metrics` only.
 pub fn router(service: Arc<InferenceService>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))

@@ -33,9 +33,10 @@ pub const UNKNOWN_MODEL: &str = "_unknown";
 /// Labels that identify a model on every per-model series.
 const MODEL_LABELS: [&str; 3] = ["model", "variant", "precision"];
 
-/// Request latency buckets in seconds, from 0.5 ms (a cached small image
-/// on lite0 INT8 cannot be faster) to 10 s (a 64-image lite4 FP32 request
-/// behind a full queue), roughly 1-2-5 per decade.
+/// Latency buckets in seconds, 1-2-5 per decade from 0.5 ms (about the
+/// fastest stage: a small image, or a lite0 INT8 batch of one on a fast
+/// core) to 10 s (a 64-image lite4 FP32 request behind a full queue). Both
+/// ends are estimates; `docs/metrics.md` explains the choice.
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
 ];
@@ -49,7 +50,7 @@ const PROBABILITY_DIFF_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 
 /// Every model state, for the one-series-per-state gauge.
 const MODEL_STATES: [&str; 4] = ["loading", "ready", "unavailable", "disabled"];
 
-/// How a request ended, as counted in `effnet_requests_total`.
+/// Outcome of one request, as counted in `effnet_requests_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Success,

@@ -55,7 +55,7 @@ impl RequestTracker {
         }
     }
 
-    /// The resolved model name, or `-` when the request named no known model.
+    /// Returns the resolved model name, or `-` when the request named no known model.
     pub fn model_name(&self) -> &str {
         &self.model_name
     }
