@@ -27,6 +27,20 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     pub models: ModelsConfig,
     pub log_format: LogFormat,
+    /// Fraction in `0..=1` of INT8 requests also run on the FP32 model of
+    /// the same variant, at low priority, to measure INT8 drift.
+    pub shadow_fraction: f64,
+    pub feedback: FeedbackConfig,
+}
+
+/// How long classify results are remembered for `POST /v1/feedback`.
+#[derive(Debug, Clone, Copy)]
+pub struct FeedbackConfig {
+    /// A result older than this is forgotten.
+    pub ttl: Duration,
+    /// Results remembered at most; the oldest is forgotten first. 0 turns
+    /// feedback by request id off.
+    pub capacity: usize,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -157,6 +171,9 @@ pub struct FileServer {
     pub drain_period_ms: Option<u64>,
     pub shutdown_timeout_ms: Option<u64>,
     pub log_format: Option<LogFormat>,
+    pub shadow_fraction: Option<f64>,
+    pub feedback_ttl_ms: Option<u64>,
+    pub feedback_capacity: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -240,6 +257,21 @@ pub struct ServeArgs {
     /// Log format [default: text].
     #[arg(long, env = "EFFNET_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+
+    /// Fraction (0 to 1) of INT8 requests also run on the FP32 model to
+    /// measure their agreement [default: 0].
+    #[arg(long, env = "EFFNET_SHADOW_FRACTION")]
+    pub shadow_fraction: Option<f64>,
+
+    /// Milliseconds a classify result stays available to POST /v1/feedback
+    /// [default: 600000].
+    #[arg(long, env = "EFFNET_FEEDBACK_TTL_MS")]
+    pub feedback_ttl_ms: Option<u64>,
+
+    /// Classify results remembered for POST /v1/feedback at most; 0 turns it
+    /// off [default: 100000].
+    #[arg(long, env = "EFFNET_FEEDBACK_CAPACITY")]
+    pub feedback_capacity: Option<usize>,
 }
 
 fn parse_precision(value: &str) -> Result<effnet_repository::Precision, String> {
@@ -378,12 +410,28 @@ impl Config {
             },
             models: file.models,
             log_format: args.log_format.or(s.log_format).unwrap_or(LogFormat::Text),
+            shadow_fraction: args.shadow_fraction.or(s.shadow_fraction).unwrap_or(0.0),
+            feedback: FeedbackConfig {
+                ttl: Duration::from_millis(
+                    args.feedback_ttl_ms.or(s.feedback_ttl_ms).unwrap_or(600_000),
+                ),
+                capacity: args
+                    .feedback_capacity
+                    .or(s.feedback_capacity)
+                    .unwrap_or(100_000),
+            },
         };
         config.validate()?;
         Ok(config)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if !(0.0..=1.0).contains(&self.shadow_fraction) {
+            return Err(ConfigError::Invalid {
+                name: "shadow_fraction",
+                reason: format!("must be from 0 to 1, got {}", self.shadow_fraction),
+            });
+        }
         let mut names = vec!["default".to_string()];
         names.extend(self.models.overrides.keys().cloned());
         for name in names {
@@ -496,6 +544,30 @@ mod tests {
         let error = Config::merge(&args(), file, 2.0).unwrap_err().to_string();
 
         assert!(error.contains("queue_limit 8 is below max_batch_size 32"), "{error}");
+    }
+
+    #[test]
+    fn shadow_fraction_out_of_range_is_rejected() {
+        let mut args = args();
+        args.shadow_fraction = Some(1.5);
+
+        let error = Config::merge(&args, FileConfig::default(), 2.0).unwrap_err().to_string();
+
+        assert!(error.contains("shadow_fraction"), "{error}");
+    }
+
+    #[test]
+    fn feedback_settings_from_file() {
+        let file: FileConfig = toml::from_str(
+            "[server]\nshadow_fraction = 0.01\nfeedback_ttl_ms = 500\nfeedback_capacity = 10\n",
+        )
+        .unwrap();
+
+        let config = Config::merge(&args(), file, 2.0).unwrap();
+
+        assert_eq!(config.shadow_fraction, 0.01);
+        assert_eq!(config.feedback.ttl, Duration::from_millis(500));
+        assert_eq!(config.feedback.capacity, 10);
     }
 
     #[test]

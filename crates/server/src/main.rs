@@ -13,10 +13,13 @@ mod config;
 mod cpu;
 mod decode;
 mod error;
+mod feedback;
 mod http;
+mod metrics;
 mod models;
 mod serve;
 mod service;
+mod shadow;
 mod topk;
 
 #[derive(Debug, Parser)]

@@ -41,6 +41,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     });
 
+    let metrics_server = match config.metrics_addr {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("failed to bind the metrics address {addr}"))?;
+            tracing::info!(addr = %listener.local_addr()?, "metrics listening");
+            let router = http::metrics::router(service.clone());
+            let closed = wait_closed(close_rx.clone());
+            Some(tokio::spawn(async move {
+                axum::serve(listener, router).with_graceful_shutdown(closed).await
+            }))
+        }
+        None => None,
+    };
+
     let load = {
         let service = service.clone();
         let root = config.model_repository.clone();
@@ -60,12 +75,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     tracing::info!("closing listeners");
     let _ = close_tx.send(true);
-    service.scheduler().close();
     load.abort();
 
     let finish = async {
         let _ = http_server.await;
-        service.scheduler().drain().await;
+        if let Some(metrics_server) = metrics_server {
+            let _ = metrics_server.await;
+        }
+        // Requests accepted before the listeners closed may still be
+        // decoding; the scheduler closes only once every connection is done,
+        // so none of them is turned away.
+        service.scheduler().shutdown().await;
     };
     match tokio::time::timeout(config.shutdown.timeout, finish).await {
         Ok(()) => tracing::info!("shutdown complete"),
@@ -88,6 +108,8 @@ pub async fn start(config: Config) -> anyhow::Result<(Arc<InferenceService>, Arc
         intra_op_threads = config.threads.intra_op_threads,
         batch_workers = config.threads.batch_workers,
         decode_workers = config.threads.decode_workers,
+        max_in_flight_images = config.admission.max_in_flight_images,
+        shadow_fraction = config.shadow_fraction,
         "starting"
     );
 

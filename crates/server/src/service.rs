@@ -20,7 +20,10 @@ use crate::{
     config::Config,
     decode::DecodePool,
     error::{ErrorKind, ServiceError},
+    feedback::{self, FeedbackError, FeedbackStore, Score, Top5},
+    metrics::{Metrics, RequestTracker, SchedulerObserver},
     models::{Model, ModelRegistry},
+    shadow::{self, ShadowRun},
     topk::{self, ClassScore},
 };
 
@@ -34,6 +37,8 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    pub const ALL: [Self; 4] = [Self::Rest, Self::OipHttp, Self::GrpcClassify, Self::OipGrpc];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Rest => "rest",
@@ -63,6 +68,9 @@ pub struct ClassifyOutcome {
 
 pub struct ClassifiedImage {
     pub classes: Vec<ClassScore>,
+    /// The five best class indices, whatever `top_k` the client asked for,
+    /// for scoring against a true class.
+    pub top5: Top5,
     pub logits: Vec<f32>,
     pub timings: StageTimings,
 }
@@ -92,6 +100,10 @@ pub struct InferenceService {
     decode: DecodePool,
     scheduler: Scheduler<EngineBackend>,
     draining: AtomicBool,
+    metrics: Arc<Metrics>,
+    feedback: FeedbackStore,
+    /// The FP32 model of the same variant, by INT8 model index, for shadow runs.
+    shadow_twins: Vec<Option<usize>>,
 }
 
 // === impl InferenceService ===
@@ -118,7 +130,8 @@ impl InferenceService {
                 )
             })
             .collect();
-        let scheduler = Scheduler::new(
+        let metrics = Arc::new(Metrics::new(&models));
+        let scheduler = Scheduler::with_observer(
             EngineBackend {
                 models: models.clone(),
             },
@@ -127,17 +140,84 @@ impl InferenceService {
                 config.admission.max_in_flight_images,
             ),
             specs,
+            Arc::new(SchedulerObserver(metrics.clone())),
         )
         .map_err(|e| ServiceError::internal(e.to_string()))?;
 
         Ok(Self {
             decode: DecodePool::new(config.threads.decode_workers, config.limits.clone()),
             labels: repository.labels,
+            shadow_twins: shadow::twins(&models),
+            feedback: FeedbackStore::new(config.feedback),
+            metrics,
             models,
             scheduler,
             config,
             draining: AtomicBool::new(false),
         })
+    }
+
+    /// Starts following one request for metrics and logs, and records the
+    /// resolved model name in the current span. `requested_model` is the
+    /// client's name or alias; an unknown one is counted under a fixed label.
+    pub fn track(&self, protocol: Protocol, request_id: &str, requested_model: &str) -> RequestTracker {
+        let model = self
+            .models
+            .resolve(requested_model)
+            .ok()
+            .map(|model| (model.index, model.name().to_string()));
+        let tracker = RequestTracker::new(self.metrics.clone(), protocol, model, request_id);
+        tracing::Span::current().record("model", tracker.model_name());
+        tracker
+    }
+
+    /// Renders every metric in the Prometheus text format.
+    pub fn render_metrics(&self) -> String {
+        self.metrics.render(&self.models)
+    }
+
+    /// Scores the stored result of an earlier request against the true
+    /// classes a client sent, once per request id.
+    pub fn record_feedback(&self, request_id: &str, classes: &[usize]) -> Result<Score, FeedbackError> {
+        let stored = self.feedback.take(request_id, classes.len());
+        let result = match &stored {
+            Ok(_) => "counted",
+            Err(FeedbackError::NotFound { .. } | FeedbackError::Expired { .. }) => "not_found",
+            Err(FeedbackError::AlreadyCounted { .. }) => "duplicate",
+            Err(FeedbackError::ClassCount { .. }) => "invalid",
+        };
+        self.metrics.record_feedback(result);
+        let stored = stored?;
+        Ok(self.score(stored.model, &stored.top5, classes))
+    }
+
+    /// Scores a classify outcome against the true classes sent with the
+    /// request, and marks its request id scored so that later feedback for
+    /// it is not counted again.
+    pub fn record_ground_truth(
+        &self,
+        request_id: &str,
+        outcome: &ClassifyOutcome,
+        classes: &[usize],
+    ) -> Score {
+        self.feedback.mark_scored(request_id);
+        self.metrics.record_feedback("counted");
+        let top5: Vec<Top5> = outcome.images.iter().map(|image| image.top5).collect();
+        self.score(outcome.model.index, &top5, classes)
+    }
+
+    fn score(&self, model: usize, top5: &[Top5], classes: &[usize]) -> Score {
+        let mut score = Score {
+            images: top5.len(),
+            top1_hits: 0,
+            top5_hits: 0,
+        };
+        for (top1_hit, top5_hit) in feedback::score(top5, classes) {
+            self.metrics.record_ground_truth(model, top1_hit, top5_hit);
+            score.top1_hits += usize::from(top1_hit);
+            score.top5_hits += usize::from(top5_hit);
+        }
+        score
     }
 
     pub fn config(&self) -> &Config {
@@ -217,30 +297,31 @@ impl InferenceService {
 
     /// Classifies encoded images: decode and preprocess in parallel on the
     /// blocking pool, batch on the model's queue, then softmax and top-k.
+    ///
+    /// A successful result is remembered for `POST /v1/feedback`. A sampled
+    /// INT8 request is also queued on its FP32 twin at low priority (see
+    /// [`shadow`]). Neither delays the response.
     pub async fn classify(&self, request: ClassifyRequest) -> Result<ClassifyOutcome, ServiceError> {
         let deadline = self.deadline(request.timeout);
         let (model, session) = self.models.ready(&request.model)?;
-        self.check_image_count(request.images.len())?;
 
-        let spec = preprocess_spec(&model);
-        let preprocessed = tokio::time::timeout_at(
-            deadline,
-            self.decode.preprocess_all(request.images, spec),
-        )
-        .await
-        .map_err(|_| deadline_exceeded(model.name()))??;
+        let preprocessed = tokio::time::timeout_at(deadline, self.preprocess(&model, request.images))
+            .await
+            .map_err(|_| deadline_exceeded(model.name()))??;
         let (tensors, decode_timings): (Vec<_>, Vec<_>) = preprocessed
             .into_iter()
             .map(|p| (p.tensor, p.timings))
             .unzip();
 
+        let shadow_inputs = self.sample_shadow(&model).map(|twin| (twin, tensors.clone()));
         let outputs = self.infer(&model, &session, tensors, deadline).await?;
 
-        let images = outputs
+        let images: Vec<ClassifiedImage> = outputs
             .into_iter()
             .zip(decode_timings)
             .map(|(output, decoded)| ClassifiedImage {
                 classes: topk::classify(&output.logits, request.top_k, &self.labels),
+                top5: top5_of(&output.logits),
                 timings: StageTimings {
                     decode: decoded.decode,
                     preprocess: decoded.preprocess,
@@ -251,18 +332,42 @@ impl InferenceService {
                 logits: output.logits,
             })
             .collect();
+
+        if let Some((twin, inputs)) = shadow_inputs {
+            let run = ShadowRun::new(model.index, twin, &images, inputs);
+            run.spawn(&self.scheduler, self.metrics.clone(), self.deadline(None));
+        }
+        self.feedback.insert(
+            &request.request_id,
+            model.index,
+            images.iter().map(|image| image.top5).collect(),
+        );
         Ok(ClassifyOutcome { model, images })
     }
 
-    /// Decodes and preprocesses encoded images for a model, for callers that
-    /// need the tensors themselves (the Open Inference Protocol's BYTES input).
+    /// Decodes and preprocesses encoded images for a model, and records the
+    /// time of each image. The Open Inference Protocol's BYTES input calls
+    /// this directly because it needs the tensors themselves.
     pub async fn preprocess(
         &self,
         model: &Model,
         images: Vec<Bytes>,
     ) -> Result<Vec<crate::decode::Preprocessed>, ServiceError> {
         self.check_image_count(images.len())?;
-        self.decode.preprocess_all(images, preprocess_spec(model)).await
+        let preprocessed = self.decode.preprocess_all(images, preprocess_spec(model)).await?;
+        for image in &preprocessed {
+            let duration = image.timings.decode + image.timings.preprocess;
+            self.metrics.record_preprocess(model.index, duration);
+        }
+        Ok(preprocessed)
+    }
+
+    /// Samples a request at `shadow_fraction` and returns the FP32 twin to
+    /// shadow it on, for INT8 models that have one.
+    fn sample_shadow(&self, model: &Model) -> Option<usize> {
+        let twin = self.shadow_twins.get(model.index).copied().flatten()?;
+        let fraction = self.config.shadow_fraction;
+        (fraction > 0.0 && rand::random::<f64>() < fraction).then_some(twin)
     }
 
     /// Runs preprocessed images through the model's batching queue.
@@ -344,6 +449,16 @@ fn load_one(
     Ok((session, start.elapsed()))
 }
 
+/// Returns the five best class indices of one image's logits. Softmax keeps
+/// the order of logits, so ranking the logits directly is enough.
+fn top5_of(logits: &[f32]) -> Top5 {
+    let mut top5 = [0u16; 5];
+    for (slot, index) in top5.iter_mut().zip(topk::top_k_indices(logits, 5)) {
+        *slot = index as u16;
+    }
+    top5
+}
+
 fn preprocess_spec(model: &Model) -> PreprocessSpec {
     let manifest = &model.manifest;
     PreprocessSpec {
@@ -410,6 +525,12 @@ pub struct EngineBackend {
 }
 
 // === impl EngineBackend ===
+
+impl EngineBackend {
+    pub fn models(&self) -> &ModelRegistry {
+        &self.models
+    }
+}
 
 impl Backend for EngineBackend {
     type Input = Vec<f32>;

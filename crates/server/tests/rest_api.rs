@@ -185,7 +185,7 @@ fn unavailable_model_is_503_with_reason() {
 fn empty_body_is_400() {
     let (status, body) = post(LITE0, "image/jpeg", Vec::new());
 
-    assert_error(status, &body, 400, "empty_image", "empty");
+    assert_error(status, &body, 400, "image_empty", "empty");
 }
 
 #[test]
@@ -209,8 +209,8 @@ fn truncated_jpeg_is_422() {
 
 #[test]
 fn huge_declared_dimensions_are_422() {
-    // A valid PNG signature and IHDR chunk declaring 100000 x 100000 pixels,
-    // with no image data: rejected from the header, before any decoding.
+    // A valid PNG declaring 100000 x 100000 pixels with almost no image
+    // data: rejected from the header, before any pixel buffer is allocated.
     let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
     let mut ihdr = b"IHDR".to_vec();
     ihdr.extend_from_slice(&100_000u32.to_be_bytes());
@@ -219,6 +219,15 @@ fn huge_declared_dimensions_are_422() {
     png.extend_from_slice(&13u32.to_be_bytes());
     png.extend_from_slice(&ihdr);
     png.extend_from_slice(&crc32(&ihdr).to_be_bytes());
+    // An IDAT chunk with a tiny zlib stream, then IEND: the decoder reads
+    // the header up to here, so only the declared size can reject it.
+    for (kind, data) in [(&b"IDAT"[..], &b"\x78\x9c\x63\x00\x00\x00\x01\x00\x01"[..]), (b"IEND", b"")] {
+        let mut chunk = kind.to_vec();
+        chunk.extend_from_slice(data);
+        png.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        png.extend_from_slice(&chunk);
+        png.extend_from_slice(&crc32(&chunk).to_be_bytes());
+    }
 
     let (status, body) = post(LITE0, "image/png", png);
 

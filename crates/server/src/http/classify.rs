@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::{REQUEST_TIMEOUT, RequestId, RestError};
 use crate::{
     error::{ErrorKind, ServiceError},
+    metrics::RequestTracker,
     models::Model,
     service::{ClassifyRequest, InferenceService, Protocol},
     topk::ClassScore,
@@ -31,6 +32,8 @@ const DEFAULT_TOP_K: usize = 5;
 #[derive(Debug, Deserialize)]
 pub struct ClassifyQuery {
     top_k: Option<String>,
+    /// The true class of the images, for online accuracy.
+    true_class: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -39,6 +42,14 @@ struct JsonClassifyBody {
     image: Option<String>,
     images: Option<Vec<String>>,
     top_k: Option<usize>,
+    true_class: Option<serde_json::Value>,
+}
+
+/// Fields of a JSON body other than the images.
+#[derive(Debug, Default)]
+struct JsonOptions {
+    top_k: Option<usize>,
+    true_class: Option<serde_json::Value>,
 }
 
 /// The response of a classify call: one result per image, in request order.
@@ -68,6 +79,8 @@ pub struct TimingsMs {
     pub batch_size: usize,
 }
 
+/// Handles a classify call and counts it in the metrics however it ends,
+/// including a client that disconnects before the response.
 pub async fn classify(
     State(service): State<Arc<InferenceService>>,
     Path(model): Path<String>,
@@ -79,12 +92,42 @@ pub async fn classify(
         .get::<RequestId>()
         .map(|id| id.0.clone())
         .unwrap_or_default();
+    let mut tracker = service.track(Protocol::Rest, &request_id, &model);
+
+    let result = classify_request(&service, &mut tracker, model, query, request_id, request).await;
+    tracker.finish(&result);
+    Ok(Json(result?))
+}
+
+async fn classify_request(
+    service: &Arc<InferenceService>,
+    tracker: &mut RequestTracker,
+    model: String,
+    query: ClassifyQuery,
+    request_id: String,
+    request: Request,
+) -> Result<ClassifyResponse, ServiceError> {
     let timeout = parse_timeout(request.headers())?;
-    let (images, body_top_k) = read_images(&service, request).await?;
+    let (images, options) = read_images(service, request).await?;
+    tracker.set_images(images.len());
+
     let top_k = match query.top_k {
         Some(value) => parse_top_k(&value)?,
-        None => body_top_k.map_or(Ok(DEFAULT_TOP_K), |k| parse_top_k(&k.to_string()))?,
+        None => options.top_k.map_or(Ok(DEFAULT_TOP_K), |k| parse_top_k(&k.to_string()))?,
     };
+    let true_class = match (query.true_class, options.true_class) {
+        (Some(_), Some(_)) => {
+            return Err(ServiceError::invalid(
+                "invalid_true_class",
+                "true_class is set both in the query and in the JSON body; set it once",
+            ));
+        }
+        (Some(text), None) => Some(serde_json::Value::String(text)),
+        (None, json) => json,
+    };
+    let true_classes = true_class
+        .map(|value| resolve_true_classes(service, &value, images.len()))
+        .transpose()?;
 
     let outcome = service
         .classify(ClassifyRequest {
@@ -96,8 +139,11 @@ pub async fn classify(
             protocol: Protocol::Rest,
         })
         .await?;
+    if let Some(classes) = &true_classes {
+        service.record_ground_truth(&request_id, &outcome, classes);
+    }
 
-    Ok(Json(ClassifyResponse {
+    Ok(ClassifyResponse {
         request_id,
         model: outcome.model.name().to_string(),
         variant: outcome.model.manifest.variant.clone(),
@@ -116,7 +162,27 @@ pub async fn classify(
                 },
             })
             .collect(),
-    }))
+    })
+}
+
+/// Resolves the true classes sent with a request: one for every image, or
+/// one per image.
+fn resolve_true_classes(
+    service: &InferenceService,
+    value: &serde_json::Value,
+    images: usize,
+) -> Result<Vec<usize>, ServiceError> {
+    let classes = crate::feedback::resolve_classes(value, service.labels())?;
+    if classes.len() != 1 && classes.len() != images {
+        return Err(ServiceError::invalid(
+            "invalid_true_class",
+            format!(
+                "true_class has {} classes for {images} images; send one class, or one per image",
+                classes.len()
+            ),
+        ));
+    }
+    Ok(classes)
 }
 
 pub async fn list_models(State(service): State<Arc<InferenceService>>) -> Json<serde_json::Value> {
@@ -156,12 +222,12 @@ fn describe(model: &Model) -> serde_json::Value {
     })
 }
 
-/// Reads the images and an optional JSON `top_k` from any of the three
-/// request shapes.
+/// Reads the images and the optional JSON `top_k` and `true_class` from any
+/// of the three request shapes.
 async fn read_images(
     service: &Arc<InferenceService>,
     request: Request,
-) -> Result<(Vec<Bytes>, Option<usize>), RestError> {
+) -> Result<(Vec<Bytes>, JsonOptions), ServiceError> {
     let content_type = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -170,24 +236,24 @@ async fn read_images(
         .to_ascii_lowercase();
     let max_images = service.config().max_images_per_request;
 
-    let (images, top_k) = if content_type.starts_with("multipart/form-data") {
-        (read_multipart(request, max_images).await?, None)
+    let (images, options) = if content_type.starts_with("multipart/form-data") {
+        (read_multipart(request, max_images).await?, JsonOptions::default())
     } else if content_type.starts_with("application/json") {
         read_json(request, max_images).await?
     } else {
         let body = Bytes::from_request(request, &())
             .await
             .map_err(|rejection| body_error(rejection.status(), rejection.body_text()))?;
-        (vec![body], None)
+        (vec![body], JsonOptions::default())
     };
 
     if images.is_empty() {
-        return Err(ServiceError::invalid("no_image", "the request contains no image").into());
+        return Err(ServiceError::invalid("no_image", "the request contains no image"));
     }
-    Ok((images, top_k))
+    Ok((images, options))
 }
 
-async fn read_multipart(request: Request, max_images: usize) -> Result<Vec<Bytes>, RestError> {
+async fn read_multipart(request: Request, max_images: usize) -> Result<Vec<Bytes>, ServiceError> {
     let mut multipart = Multipart::from_request(request, &())
         .await
         .map_err(|rejection| body_error(rejection.status(), rejection.body_text()))?;
@@ -203,7 +269,7 @@ async fn read_multipart(request: Request, max_images: usize) -> Result<Vec<Bytes
             continue;
         }
         if images.len() == max_images {
-            return Err(too_many_images(max_images).into());
+            return Err(too_many_images(max_images));
         }
         let bytes = field
             .bytes()
@@ -217,7 +283,7 @@ async fn read_multipart(request: Request, max_images: usize) -> Result<Vec<Bytes
 async fn read_json(
     request: Request,
     max_images: usize,
-) -> Result<(Vec<Bytes>, Option<usize>), RestError> {
+) -> Result<(Vec<Bytes>, JsonOptions), ServiceError> {
     let body = Bytes::from_request(request, &())
         .await
         .map_err(|rejection| body_error(rejection.status(), rejection.body_text()))?;
@@ -229,7 +295,7 @@ async fn read_json(
         (Some(one), None) => vec![("image".to_string(), one)],
         (None, Some(many)) => {
             if many.len() > max_images {
-                return Err(too_many_images(max_images).into());
+                return Err(too_many_images(max_images));
             }
             many.into_iter()
                 .enumerate()
@@ -240,15 +306,13 @@ async fn read_json(
             return Err(ServiceError::invalid(
                 "invalid_json",
                 "set either \"image\" or \"images\", not both",
-            )
-            .into());
+            ));
         }
         (None, None) => {
             return Err(ServiceError::invalid(
                 "no_image",
                 "the JSON body needs an \"image\" (base64 string) or \"images\" (array of base64 strings) field",
-            )
-            .into());
+            ));
         }
     };
 
@@ -256,7 +320,11 @@ async fn read_json(
         .iter()
         .map(|(field, value)| decode_base64_image(field, value))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok((images, parsed.top_k))
+    let options = JsonOptions {
+        top_k: parsed.top_k,
+        true_class: parsed.true_class,
+    };
+    Ok((images, options))
 }
 
 /// Decodes base64 in the standard or URL-safe alphabet, padded or not,
@@ -331,16 +399,15 @@ fn too_many_images(max_images: usize) -> ServiceError {
 }
 
 /// Maps axum's body rejections (size limit, broken multipart) to our shape.
-fn body_error(status: axum::http::StatusCode, text: String) -> RestError {
+fn body_error(status: axum::http::StatusCode, text: String) -> ServiceError {
     if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
         return ServiceError::new(
             ErrorKind::PayloadTooLarge,
             "body_too_large",
             "the request body exceeds the configured maximum request size",
-        )
-        .into();
+        );
     }
-    ServiceError::invalid("invalid_body", format!("invalid request body: {text}")).into()
+    ServiceError::invalid("invalid_body", format!("invalid request body: {text}"))
 }
 
 fn ms(duration: Duration) -> f64 {

@@ -1,6 +1,10 @@
 //! The HTTP API: our REST classification API under `/v1`, health probes,
-//! and (in sibling modules) the Open Inference Protocol under `/v2` and
-//! Prometheus metrics.
+//! Prometheus metrics, and (in a sibling module) the Open Inference Protocol
+//! under `/v2`.
+//!
+//! Every request runs in a `request` span with its `request_id` and, once
+//! the handler resolves it, its `model`, so that every log line about a
+//! request carries both.
 
 use std::sync::Arc;
 
@@ -13,6 +17,7 @@ use axum::{
     routing::{get, post},
 };
 use serde_json::json;
+use tracing::Instrument as _;
 
 use crate::{
     error::{ErrorKind, ServiceError},
@@ -20,6 +25,8 @@ use crate::{
 };
 
 mod classify;
+mod feedback;
+pub mod metrics;
 
 /// Header carrying the request id, read from the client or generated.
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -36,6 +43,8 @@ pub fn router(service: Arc<InferenceService>) -> Router {
         .route("/v1/models", get(classify::list_models))
         .route("/v1/models/{model}", get(classify::get_model))
         .route("/v1/models/{model}/classify", post(classify::classify))
+        .route("/v1/feedback", post(feedback::feedback))
+        .route("/metrics", get(metrics::metrics))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn(request_id))
@@ -71,7 +80,8 @@ async fn not_found(request: Request) -> RestError {
 pub struct RequestId(pub String);
 
 /// Takes the client's `x-request-id` (if it is short printable ASCII) or
-/// generates one, stores it as an extension, and echoes it in the response.
+/// generates one, stores it as an extension, runs the request in a span with
+/// it, and echoes it in the response.
 async fn request_id(mut request: Request, next: Next) -> Response {
     let id = request
         .headers()
@@ -82,7 +92,8 @@ async fn request_id(mut request: Request, next: Next) -> Response {
         .unwrap_or_else(crate::service::new_request_id);
     request.extensions_mut().insert(RequestId(id.clone()));
 
-    let mut response = next.run(request).await;
+    let span = tracing::info_span!("request", request_id = %id, model = tracing::field::Empty);
+    let mut response = next.run(request).instrument(span).await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID.clone(), value);
     }

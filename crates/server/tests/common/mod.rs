@@ -8,7 +8,7 @@ use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::mpsc,
+    sync::{Mutex, mpsc},
     time::{Duration, Instant},
 };
 
@@ -86,8 +86,9 @@ pub struct TestServer {
     pub child: Child,
     pub http: SocketAddr,
     pub grpc: Option<SocketAddr>,
-    /// Log lines after start-up, for tests that check logging.
-    pub logs: mpsc::Receiver<String>,
+    /// Log lines after start-up, for tests that check logging. The mutex
+    /// makes the server shareable between a test file's threads.
+    pub logs: Mutex<mpsc::Receiver<String>>,
 }
 
 impl TestServer {
@@ -147,7 +148,7 @@ impl TestServer {
             child,
             http: http.unwrap(),
             grpc,
-            logs: rx,
+            logs: Mutex::new(rx),
         };
         server.wait_ready(Duration::from_secs(300));
         server
