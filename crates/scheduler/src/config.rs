@@ -52,8 +52,9 @@ pub enum Priority {
 pub struct SubmitOptions {
     pub priority: Priority,
     /// Latest time at which the request's images may start running. Images
-    /// still queued at the deadline fail with `DeadlineExceeded` and never
-    /// reach the backend. Images already running are not interrupted.
+    /// still queued at the deadline never reach the backend, and the whole
+    /// request fails with `DeadlineExceeded`, even when a part of it already
+    /// ran. Images already running are not interrupted.
     pub deadline: Option<Instant>,
 }
 

@@ -345,11 +345,15 @@ impl<B: Backend> Inner<B> {
         slot.abandon();
 
         let images = state.remove_request(model, slot, &*self.observer);
+        self.notify_if_idle(&state);
+        drop(state);
+
         if images > 0 {
             self.observer.cancelled(model, images);
             debug!(model = %self.names[model.index()], images, "cancelled queued request");
+            // Low-priority lanes may have become eligible.
+            self.dispatch.notify_one();
         }
-        self.notify_if_idle(&state);
     }
 }
 

@@ -4,6 +4,7 @@
 use std::{sync::Arc, time::Duration};
 
 use tokio::time::Instant;
+use tracing::debug;
 
 use crate::{
     AdmissionLimit, Backend, ModelConfig, ModelId, ModelSpec, Observer, Priority, ScheduleError,
@@ -327,6 +328,7 @@ impl<B: Backend> State<B> {
     fn record_removed(&mut self, model: ModelId, removed: Removed, observer: &dyn Observer) {
         if removed.expired > 0 {
             observer.expired(model, removed.expired);
+            debug!(model = %self.models[model.index()].name, images = removed.expired, "removed expired images");
         }
         let images = removed.expired + removed.abandoned;
         if images > 0 {
