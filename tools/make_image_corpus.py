@@ -1,11 +1,11 @@
 """Generate the image corpus that the effnet-imaging tests decode.
 
 From one sample photo this writes every encoding variant the server must
-accept (JPEG baseline, progressive, restart markers, grayscale, CMYK, RGB
-colour space, EXIF orientations 1..8; PNG 8/16-bit, grayscale, alpha,
-palette with transparency, Adam7 interlacing; WebP; GIF; BMP) and hostile
-inputs it must reject (empty, random bytes, truncated files, oversized
-headers, formats that are detected but unsupported). ``cases.json`` lists
+accept: JPEG baseline, progressive, restart markers, grayscale, CMYK, RGB
+colour space and EXIF orientations 1..8; PNG 8/16-bit, grayscale, alpha,
+palette with transparency and Adam7 interlacing; WebP; GIF; BMP. It also
+writes hostile inputs the server must reject: empty, random bytes, truncated
+files, oversized headers and formats that are detected but unsupported. ``cases.json`` lists
 each file with its expected outcome and, for decodable files, the reference
 PNG whose pixels the decode must match and the bound on the mean absolute
 difference after preprocessing (in 8-bit levels).
@@ -160,7 +160,7 @@ def encode_png(pixels: np.ndarray, color_type: int, interlace: bool = False) -> 
 
 
 def png_header_only(width: int, height: int) -> bytes:
-    """A PNG that declares `width` x `height` RGB8 and carries a single empty row of data."""
+    """Build a PNG that declares `width` x `height` RGB8 but carries almost no pixel data."""
     return (
         PNG_SIGNATURE
         + png_ihdr(width, height, 8, 2, 0)
@@ -182,7 +182,7 @@ def jpeg_with_dimensions(jpeg: bytes, width: int, height: int) -> bytes:
 
 
 def isobmff_ftyp(major_brand: bytes, compatible: list[bytes]) -> bytes:
-    """An ISO base media file with only an ftyp box and an empty meta box (AVIF, HEIC)."""
+    """Build an ISO base media file (AVIF, HEIC) with only an ftyp box and an empty meta box."""
     body = major_brand + struct.pack(">I", 0) + b"".join(compatible)
     ftyp = struct.pack(">I", 8 + len(body)) + b"ftyp" + body
     meta = struct.pack(">I", 12) + b"meta" + struct.pack(">I", 0)
@@ -215,7 +215,7 @@ def alpha_mask(width: int, height: int) -> np.ndarray:
 
 
 def composite_on_white(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """The transparency rule of effnet-imaging: blend onto white, rounded to nearest."""
+    """Blend onto white, rounded to nearest: the transparency rule of effnet-imaging."""
     a = alpha.astype(np.uint32)[..., None]
     c = colour.astype(np.uint32)
     return ((c * a + 255 * (255 - a) + 127) // 255).astype(np.uint8)
@@ -512,9 +512,9 @@ def make_reference(
 ) -> None:
     """Write the inputs and Pillow's resized crops as PNG, plus an index.
 
-    With `max_side`, photos are first downscaled to fit, to keep committed fixtures small;
-    otherwise each entry also names the original photo file (`source`), so that a decoder
-    can be compared with Pillow's decode as well.
+    With `max_side`, photos are first downscaled to fit, which keeps committed fixtures
+    small. Without it, each entry also names the original photo file (`source`), so that a
+    decoder can be compared with Pillow's decode as well.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     inputs = [("pattern.png", Image.fromarray(synthetic_pattern(321, 243)), None)]

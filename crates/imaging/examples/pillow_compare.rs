@@ -6,10 +6,11 @@
 //! cargo run --release -p effnet-imaging --example pillow_compare -- OUT [PHOTO_DIR]
 //! ```
 //!
-//! For each entry it prints the mean and max absolute difference, in 8-bit levels, of the
-//! resized crop: `resize`, starting from Pillow's decoded pixels (the PNG copy), measures the
-//! resize alone; with PHOTO_DIR, `decode` compares the Rust decode of the original file
-//! with Pillow's pixels and `pipeline` the whole path from the original file.
+//! For each entry it prints the mean and max absolute difference, in 8-bit levels:
+//! - `resize`: the resized crop, starting from Pillow's decoded pixels (the PNG copy), so
+//!   only the resize differs;
+//! - `decode` (with PHOTO_DIR): the Rust decode of the original file against Pillow's pixels;
+//! - `pipeline` (with PHOTO_DIR): the resized crop from the original file.
 
 use std::path::{Path, PathBuf};
 
@@ -54,14 +55,19 @@ impl Stats {
 
     fn print(&self, stage: &str) {
         if self.count > 0 {
-            println!("{stage:<8} overall mean {:.4} max {:.0}", self.sum / self.count as f64, self.max);
+            println!(
+                "{stage:<8} overall mean {:.4} max {:.0}",
+                self.sum / self.count as f64,
+                self.max
+            );
         }
     }
 }
 
 fn load(path: &Path) -> Result<RgbImage, Box<dyn std::error::Error>> {
     let bytes = std::fs::read(path)?;
-    decode(&bytes, &Limits::default()).map_err(|error| format!("{}: {error}", path.display()).into())
+    decode(&bytes, &Limits::default())
+        .map_err(|error| format!("{}: {error}", path.display()).into())
 }
 
 fn resize(image: &RgbImage, resolution: u32) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
@@ -73,7 +79,10 @@ fn resize(image: &RgbImage, resolution: u32) -> Result<Vec<u8>, Box<dyn std::err
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let dir = PathBuf::from(args.next().ok_or("usage: pillow_compare REFERENCE_DIR [PHOTO_DIR]")?);
+    let dir = PathBuf::from(
+        args.next()
+            .ok_or("usage: pillow_compare REFERENCE_DIR [PHOTO_DIR]")?,
+    );
     let photo_dir = args.next().map(PathBuf::from);
     let reference: Reference = serde_json::from_slice(&std::fs::read(dir.join("reference.json"))?)?;
 
@@ -82,14 +91,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for entry in &reference.entries {
         let pillow_pixels = load(&dir.join(&entry.input))?;
         let expected = load(&dir.join(&entry.expected))?;
-        let (mean, max) = resize_stats.add(&resize(&pillow_pixels, entry.resolution)?, expected.as_raw());
+        let (mean, max) = resize_stats.add(
+            &resize(&pillow_pixels, entry.resolution)?,
+            expected.as_raw(),
+        );
         print!("{:<40} resize {mean:.4}/{max:.0}", entry.expected);
 
         if let (Some(photo_dir), Some(source)) = (&photo_dir, &entry.source) {
             let decoded = load(&photo_dir.join(source))?;
             let (mean, max) = decode_stats.add(decoded.as_raw(), pillow_pixels.as_raw());
             print!("  decode {mean:.4}/{max:.0}");
-            let (mean, max) = pipeline_stats.add(&resize(&decoded, entry.resolution)?, expected.as_raw());
+            let (mean, max) =
+                pipeline_stats.add(&resize(&decoded, entry.resolution)?, expected.as_raw());
             print!("  pipeline {mean:.4}/{max:.0}");
         }
         println!();

@@ -48,7 +48,12 @@ impl Limits {
     ///
     /// The check is symmetric in width and height when the maxima are equal, so an EXIF
     /// rotation cannot turn an accepted image into a rejected one.
-    pub fn check_dimensions(&self, format: ImageFormat, width: u32, height: u32) -> Result<(), ImageError> {
+    pub fn check_dimensions(
+        &self,
+        format: ImageFormat,
+        width: u32,
+        height: u32,
+    ) -> Result<(), ImageError> {
         if width == 0 || height == 0 {
             return Err(ImageError::Invalid {
                 format,
@@ -116,14 +121,24 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<RgbImage, ImageError> {
     // our own check and its message.
     let mut reader = ImageReader::with_format(Cursor::new(bytes), decoder_format);
     reader.limits(limits.decoder_limits(None));
-    let to_error = |dimensions, error| ImageError::from_decoder(format, dimensions, limits.max_decode_alloc, error);
-    let mut decoder = reader.into_decoder().map_err(|error| to_error((0, 0), error))?;
+    let to_error = |dimensions, error| {
+        ImageError::from_decoder(format, dimensions, limits.max_decode_alloc, error)
+    };
+    let mut decoder = reader
+        .into_decoder()
+        .map_err(|error| to_error((0, 0), error))?;
     let dimensions = decoder.dimensions();
     let (width, height) = dimensions;
     limits.check_dimensions(format, width, height)?;
 
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
-    let peak = peak_decode_bytes(decoder.total_bytes(), decoder.color_type(), width, height, orientation);
+    let peak = peak_decode_bytes(
+        decoder.total_bytes(),
+        decoder.color_type(),
+        width,
+        height,
+        orientation,
+    );
     if peak > limits.max_decode_alloc {
         return Err(ImageError::AllocationTooLarge {
             format,
@@ -136,7 +151,8 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<RgbImage, ImageError> {
         .set_limits(limits.decoder_limits(Some(dimensions)))
         .map_err(|error| to_error(dimensions, error))?;
 
-    let decoded = DynamicImage::from_decoder(decoder).map_err(|error| to_error(dimensions, error))?;
+    let decoded =
+        DynamicImage::from_decoder(decoder).map_err(|error| to_error(dimensions, error))?;
     let mut upright = DynamicImage::ImageRgb8(to_rgb8_on_white(decoded));
     upright.apply_orientation(orientation);
     Ok(upright.into_rgb8())
@@ -175,8 +191,8 @@ fn peak_decode_bytes(
 /// The marker segments before the first scan are walked by their lengths, so an `FF D9`
 /// inside an EXIF thumbnail does not count.
 ///
-// NOTE: Pillow with its default settings also rejects truncated JPEGs ("image file is
-// truncated"), but a JPEG missing only its final two bytes is rejected here as well.
+// NOTE: Pillow 13 with default settings also rejects a JPEG cut short ("image file is
+// truncated") but loads one that lacks only the final EOI marker, which is rejected here.
 fn check_jpeg_end(bytes: &[u8]) -> Result<(), ImageError> {
     let truncated = || ImageError::Invalid {
         format: ImageFormat::Jpeg,
@@ -221,22 +237,26 @@ fn check_jpeg_end(bytes: &[u8]) -> Result<(), ImageError> {
 ///
 /// 16-bit samples are rounded to 8 bits (`(v + 128) / 257`); with alpha, the blend is done
 /// at the source bit depth and rounded once.
+///
+// NOTE: Pillow 13's `convert("RGB")` drops alpha instead, keeping the colour under
+// transparent pixels, and it truncates 16-bit PNG samples to the high byte. The evaluation
+// images are opaque 8-bit JPEGs, so neither rule affects the measured accuracy.
 fn to_rgb8_on_white(image: DynamicImage) -> RgbImage {
     let (width, height) = (image.width(), image.height());
     match image {
         DynamicImage::ImageRgb8(rgb) => rgb,
-        DynamicImage::ImageLuma8(gray) => map_pixels(width, height, gray.as_raw(), 1, |p| {
-            [p[0]; 3]
-        }),
-        DynamicImage::ImageLumaA8(gray) => map_pixels(width, height, gray.as_raw(), 2, |p| {
-            [blend8(p[0], p[1]); 3]
-        }),
+        DynamicImage::ImageLuma8(gray) => {
+            map_pixels(width, height, gray.as_raw(), 1, |p| [p[0]; 3])
+        }
+        DynamicImage::ImageLumaA8(gray) => {
+            map_pixels(width, height, gray.as_raw(), 2, |p| [blend8(p[0], p[1]); 3])
+        }
         DynamicImage::ImageRgba8(rgba) => map_pixels(width, height, rgba.as_raw(), 4, |p| {
             [blend8(p[0], p[3]), blend8(p[1], p[3]), blend8(p[2], p[3])]
         }),
-        DynamicImage::ImageLuma16(gray) => map_pixels(width, height, gray.as_raw(), 1, |p| {
-            [to_u8(p[0]); 3]
-        }),
+        DynamicImage::ImageLuma16(gray) => {
+            map_pixels(width, height, gray.as_raw(), 1, |p| [to_u8(p[0]); 3])
+        }
         DynamicImage::ImageLumaA16(gray) => map_pixels(width, height, gray.as_raw(), 2, |p| {
             [to_u8(blend16(p[0], p[1])); 3]
         }),

@@ -57,7 +57,10 @@ pub fn detect_format(bytes: &[u8]) -> Option<ImageFormat> {
         (b"#?RGBE", ImageFormat::Hdr),
     ];
 
-    if let Some(&(_, format)) = SIGNATURES.iter().find(|(magic, _)| bytes.starts_with(magic)) {
+    if let Some(&(_, format)) = SIGNATURES
+        .iter()
+        .find(|(magic, _)| bytes.starts_with(magic))
+    {
         return Some(format);
     }
     if bytes.len() >= 12 && bytes.starts_with(b"RIFF") && &bytes[8..12] == b"WEBP" {
@@ -80,10 +83,16 @@ fn detect_isobmff(bytes: &[u8]) -> Option<ImageFormat> {
     // Major brand (4), minor version (4), then compatible brands (4 each).
     let brands = std::iter::once(&ftyp[0..4]).chain(ftyp.get(8..).unwrap_or(&[]).chunks_exact(4));
     let brands: Vec<&[u8]> = brands.collect();
-    if brands.iter().any(|brand| AVIF_BRANDS.iter().any(|avif| brand == avif)) {
+    if brands
+        .iter()
+        .any(|brand| AVIF_BRANDS.iter().any(|avif| brand == avif))
+    {
         return Some(ImageFormat::Avif);
     }
-    if brands.iter().any(|brand| HEIC_BRANDS.iter().any(|heic| brand == heic)) {
+    if brands
+        .iter()
+        .any(|brand| HEIC_BRANDS.iter().any(|heic| brand == heic))
+    {
         return Some(ImageFormat::Heic);
     }
     None

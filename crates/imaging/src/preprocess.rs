@@ -86,14 +86,15 @@ impl PreprocessSpec {
 /// The side is `floor(resolution / (resolution + crop_padding) * min(width, height))` in
 /// f64, in the same operation order as the Python `int(...)`, raised to 1 where that floors
 /// to 0 (images narrower than about `1 + crop_padding / resolution` pixels). The offsets
-/// round the centring towards the bottom right: `(extent - side + 1) / 2`.
+/// round the centring towards the bottom right: `(extent - side + 1) / 2`, written as
+/// `div_ceil`. A zero-sized image gives a crop of side 1 at 0, which the resize rejects.
 pub fn center_crop(width: u32, height: u32, resolution: u32, crop_padding: u32) -> CropBox {
     let shorter = width.min(height);
     let ratio = f64::from(resolution) / (f64::from(resolution) + f64::from(crop_padding));
     let side = ((ratio * f64::from(shorter)).floor() as u32).clamp(1, shorter.max(1));
     CropBox {
-        left: (width - side.min(width) + 1) / 2,
-        top: (height - side.min(height) + 1) / 2,
+        left: width.saturating_sub(side).div_ceil(2),
+        top: height.saturating_sub(side).div_ceil(2),
         side,
     }
 }
@@ -108,7 +109,11 @@ thread_local! {
 /// `out` must hold exactly 3 x resolution x resolution bytes. The resizer reads the crop
 /// through a view of `image`, so the crop is never copied; the one intermediate image is
 /// resolution x crop side pixels.
-pub fn resize_center_crop(image: &RgbImage, spec: &PreprocessSpec, out: &mut [u8]) -> Result<(), ImageError> {
+pub fn resize_center_crop(
+    image: &RgbImage,
+    spec: &PreprocessSpec,
+    out: &mut [u8],
+) -> Result<(), ImageError> {
     spec.validate()?;
     let resolution = spec.resolution;
     if out.len() != spec.output_len() {
@@ -126,30 +131,38 @@ pub fn resize_center_crop(image: &RgbImage, spec: &PreprocessSpec, out: &mut [u8
     }
 
     let crop = center_crop(width, height, resolution, spec.crop_padding);
-    let source = ImageRef::new(width, height, image.as_raw(), PixelType::U8x3).map_err(resize_error)?;
+    let source =
+        ImageRef::new(width, height, image.as_raw(), PixelType::U8x3).map_err(resize_error)?;
     // A cropped view, not `ResizeOptions::crop`: with the option the filter reads source
     // pixels beyond the crop edges (like Pillow's `resize(box=...)`), while the Python
     // pipeline crops first, so its filter clamps at the crop edges.
-    let cropped = CroppedImage::new(&source, crop.left, crop.top, crop.side, crop.side).map_err(resize_error)?;
+    let cropped = CroppedImage::new(&source, crop.left, crop.top, crop.side, crop.side)
+        .map_err(resize_error)?;
 
     // Two single-axis resizes in Pillow's order, horizontal then vertical. Resizing both
     // axes at once, fast_image_resize runs the vertical pass first for 8-bit images; the
     // intermediate image is rounded and clipped to 0..255 either way, so the order changes
     // results by up to 2 levels next to hard edges.
     let mut rows = Image::new(resolution, crop.side, PixelType::U8x3);
-    let mut target = Image::from_slice_u8(resolution, resolution, out, PixelType::U8x3).map_err(resize_error)?;
+    let mut target =
+        Image::from_slice_u8(resolution, resolution, out, PixelType::U8x3).map_err(resize_error)?;
     let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::CatmullRom));
-    RESIZER.with_borrow_mut(|resizer| {
-        resizer.resize(&cropped, &mut rows, &options)?;
-        resizer.resize(&rows, &mut target, &options)
-    })
-    .map_err(resize_error)
+    RESIZER
+        .with_borrow_mut(|resizer| {
+            resizer.resize(&cropped, &mut rows, &options)?;
+            resizer.resize(&rows, &mut target, &options)
+        })
+        .map_err(resize_error)
 }
 
 /// Preprocesses `image` into `out` as float32 CHW: plane `c` holds `(x - mean[c]) / std[c]`.
 ///
 /// `out.len()` must equal [`PreprocessSpec::output_len`].
-pub fn preprocess(image: &RgbImage, spec: &PreprocessSpec, out: &mut [f32]) -> Result<(), ImageError> {
+pub fn preprocess(
+    image: &RgbImage,
+    spec: &PreprocessSpec,
+    out: &mut [f32],
+) -> Result<(), ImageError> {
     if out.len() != spec.output_len() {
         return Err(ImageError::OutputLength {
             resolution: spec.resolution,
@@ -221,15 +234,43 @@ mod tests {
             assert!(crop.left + crop.side <= width, "{width}x{height}");
             assert!(crop.top + crop.side <= height, "{width}x{height}");
         }
-        assert_eq!(center_crop(1, 1, 224, 32), CropBox { left: 0, top: 0, side: 1 });
-        assert_eq!(center_crop(1, 9, 224, 32), CropBox { left: 0, top: 4, side: 1 });
+        assert_eq!(
+            center_crop(1, 1, 224, 32),
+            CropBox {
+                left: 0,
+                top: 0,
+                side: 1
+            }
+        );
+        assert_eq!(
+            center_crop(1, 9, 224, 32),
+            CropBox {
+                left: 0,
+                top: 4,
+                side: 1
+            }
+        );
         // 2 * 224 / 256 = 1.75 floors to 1; the odd remainder goes right: (2 - 1 + 1) / 2.
-        assert_eq!(center_crop(2, 2, 224, 32), CropBox { left: 1, top: 1, side: 1 });
+        assert_eq!(
+            center_crop(2, 2, 224, 32),
+            CropBox {
+                left: 1,
+                top: 1,
+                side: 1
+            }
+        );
     }
 
     #[test]
     fn crop_without_padding() {
-        assert_eq!(center_crop(300, 200, 224, 0), CropBox { left: 50, top: 0, side: 200 });
+        assert_eq!(
+            center_crop(300, 200, 224, 0),
+            CropBox {
+                left: 50,
+                top: 0,
+                side: 200
+            }
+        );
     }
 
     #[test]

@@ -55,7 +55,11 @@ fn hostile_cases_allocate_little() {
             assert!(result.is_err(), "{} decoded", case.file);
         });
         println!("{:<20} peak {peak} bytes", case.file);
-        assert!(peak < 1 << 20, "{}: peak allocation {peak} bytes", case.file);
+        assert!(
+            peak < 1 << 20,
+            "{}: peak allocation {peak} bytes",
+            case.file
+        );
     }
 }
 

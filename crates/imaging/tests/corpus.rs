@@ -26,20 +26,41 @@ fn expected_kind(expect: &str) -> ImageErrorKind {
 fn variants_match_reference() {
     let cases = cases();
     let ok_cases: Vec<_> = cases.iter().filter(|case| case.expect == "ok").collect();
-    assert!(ok_cases.len() >= 25, "only {} decodable cases", ok_cases.len());
+    assert!(
+        ok_cases.len() >= 25,
+        "only {} decodable cases",
+        ok_cases.len()
+    );
 
     for case in ok_cases {
         let image = decode_fixture(&fixtures().join("corpus").join(&case.file));
-        let reference_name = case.reference.as_deref().expect("ok cases name a reference");
+        let reference_name = case
+            .reference
+            .as_deref()
+            .expect("ok cases name a reference");
         let reference = decode_fixture(&fixtures().join("corpus").join(reference_name));
-        assert_eq!(image.dimensions(), reference.dimensions(), "{}: {}", case.file, case.note);
+        assert_eq!(
+            image.dimensions(),
+            reference.dimensions(),
+            "{}: {}",
+            case.file,
+            case.note
+        );
 
         let actual = preprocess_levels(&image, COMPARE_RESOLUTION);
         let expected = preprocess_levels(&reference, COMPARE_RESOLUTION);
         let (mean, max) = abs_diff(&actual, &expected);
         let bound = case.max_mean_abs_diff.expect("ok cases carry a bound");
-        println!("{:<24} mean {mean:.3} max {max:.0} (bound {bound})", case.file);
-        assert!(mean <= bound, "{}: mean abs diff {mean:.3} > {bound} ({})", case.file, case.note);
+        println!(
+            "{:<24} mean {mean:.3} max {max:.0} (bound {bound})",
+            case.file
+        );
+        assert!(
+            mean <= bound,
+            "{}: mean abs diff {mean:.3} > {bound} ({})",
+            case.file,
+            case.note
+        );
     }
 }
 
@@ -48,7 +69,12 @@ fn hostile_cases_rejected() {
     for case in cases().iter().filter(|case| case.expect != "ok") {
         let bytes = corpus_file(&case.file);
         let error = decode(&bytes, &Limits::default()).expect_err(&case.file);
-        assert_eq!(error.kind(), expected_kind(&case.expect), "{}: {error}", case.file);
+        assert_eq!(
+            error.kind(),
+            expected_kind(&case.expect),
+            "{}: {error}",
+            case.file
+        );
     }
 }
 
@@ -59,14 +85,21 @@ fn truncated_variants_rejected() {
         let half = &bytes[..bytes.len() / 2];
         let result = decode(half, &Limits::default());
         let kind = result.as_ref().err().map(ImageError::kind);
-        assert_eq!(kind, Some(ImageErrorKind::Invalid), "{} cut to {} bytes", case.file, half.len());
+        assert_eq!(
+            kind,
+            Some(ImageErrorKind::Invalid),
+            "{} cut to {} bytes",
+            case.file,
+            half.len()
+        );
     }
 }
 
 #[test]
 fn orientation_restores_landscape() {
     for orientation in 1..=8 {
-        let image = decode_fixture(&fixtures().join(format!("corpus/orientation{orientation}.jpg")));
+        let image =
+            decode_fixture(&fixtures().join(format!("corpus/orientation{orientation}.jpg")));
         assert_eq!(image.dimensions(), (64, 48), "orientation {orientation}");
     }
 }
@@ -74,7 +107,12 @@ fn orientation_restores_landscape() {
 #[test]
 fn alpha_composited_onto_white() {
     // The left quarter below the top ramp band is fully transparent.
-    for file in ["rgba8.png", "rgba16.png", "gray_alpha.png", "palette_trns.png"] {
+    for file in [
+        "rgba8.png",
+        "rgba16.png",
+        "gray_alpha.png",
+        "palette_trns.png",
+    ] {
         let image = decode_fixture(&fixtures().join("corpus").join(file));
         assert_eq!(image.get_pixel(3, 40).0, [255, 255, 255], "{file}");
     }
@@ -107,12 +145,25 @@ fn too_large_message_names_values() {
 #[test]
 fn unsupported_message_names_format() {
     let error = decode(&corpus_file("ftyp.avif"), &Limits::default()).expect_err("ftyp.avif");
-    assert!(matches!(error, ImageError::UnsupportedFormat { format: ImageFormat::Avif }));
+    assert!(matches!(
+        error,
+        ImageError::UnsupportedFormat {
+            format: ImageFormat::Avif
+        }
+    ));
     assert_eq!(error.code(), "image_format_unsupported");
-    assert_eq!(error.to_string(), "AVIF images are not supported; send JPEG, PNG, WebP, GIF or BMP");
+    assert_eq!(
+        error.to_string(),
+        "AVIF images are not supported; send JPEG, PNG, WebP, GIF or BMP"
+    );
 
     let error = decode(&corpus_file("ftyp.heic"), &Limits::default()).expect_err("ftyp.heic");
-    assert!(error.to_string().starts_with("HEIC images are not supported"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .starts_with("HEIC images are not supported"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -134,7 +185,10 @@ fn decode_alloc_limit() {
         ..Limits::default()
     };
     let error = decode(&corpus_file("rgba16.png"), &limits).expect_err("over the allocation limit");
-    assert!(matches!(error, ImageError::AllocationTooLarge { .. }), "{error}");
+    assert!(
+        matches!(error, ImageError::AllocationTooLarge { .. }),
+        "{error}"
+    );
     assert_eq!(error.code(), "image_too_large");
 }
 
@@ -145,7 +199,17 @@ fn pixel_limit_applies() {
         ..Limits::default()
     };
     let error = decode(&corpus_file("rgb8.png"), &limits).expect_err("over the pixel limit");
-    assert!(matches!(error, ImageError::TooLarge { width: 64, height: 48, .. }), "{error}");
+    assert!(
+        matches!(
+            error,
+            ImageError::TooLarge {
+                width: 64,
+                height: 48,
+                ..
+            }
+        ),
+        "{error}"
+    );
 }
 
 #[test]

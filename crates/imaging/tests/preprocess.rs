@@ -1,8 +1,8 @@
 //! Preprocessing against Pillow's output and on edge-case geometries.
 //!
-//! The Pillow outputs come from `tools/make_image_corpus.py reference` (Pillow
-//! `Image.resize(..., Image.BICUBIC)` of the centre crop); they start from the same
-//! PNG pixels, so any difference comes from the resize alone.
+//! The Pillow outputs come from `tools/make_image_corpus.py reference`, which runs Pillow's
+//! `Image.resize(..., Image.BICUBIC)` on the centre crop. Both sides start from the same PNG
+//! pixels, so any difference comes from the resize alone.
 
 mod common;
 
@@ -22,19 +22,24 @@ fn resize_matches_pillow() {
         let mut resized = vec![0u8; spec.output_len()];
         resize_center_crop(&image, &spec, &mut resized).expect("resize succeeds");
 
-        // fast_image_resize quantizes filter weights to 16 bits where Pillow uses 22, which
-        // moves a few samples by 1 level; on the synthetic pattern's full-range stripes the
-        // two passes can add up to 2.
-        let max_bound = if entry.input.starts_with("pattern") { 2.0 } else { 1.0 };
+        // fast_image_resize 6 stores filter weights as i16 with at most 15 fractional bits,
+        // a quantization different from Pillow's, so a few samples move by 1 level and,
+        // where the two passes add up, by 2 (mean 0.003 levels on 20 full-size photos).
         let (mean, max) = abs_diff(&resized, expected.as_raw());
         println!("{:<32} mean {mean:.4} max {max:.0}", entry.expected);
-        assert!(max <= max_bound, "{}: max abs diff {max} levels", entry.expected);
-        assert!(mean <= 0.02, "{}: mean abs diff {mean:.4} levels", entry.expected);
+        assert!(max <= 2.0, "{}: max abs diff {max} levels", entry.expected);
+        assert!(
+            mean <= 0.02,
+            "{}: mean abs diff {mean:.4} levels",
+            entry.expected
+        );
     }
 }
 
 fn gradient(width: u32, height: u32) -> RgbImage {
-    RgbImage::from_fn(width, height, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 200]))
+    RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, 200])
+    })
 }
 
 #[test]
@@ -60,12 +65,22 @@ fn tiny_images_preprocess() {
     for (width, height) in [(1, 1), (1, 7), (7, 1), (1, 300), (2, 2), (3, 5)] {
         let image = RgbImage::from_pixel(width, height, image::Rgb([255, 0, 127]));
         let mut out = vec![f32::NAN; spec.output_len()];
-        preprocess(&image, &spec, &mut out).unwrap_or_else(|error| panic!("{width}x{height}: {error}"));
+        preprocess(&image, &spec, &mut out)
+            .unwrap_or_else(|error| panic!("{width}x{height}: {error}"));
 
         let plane = 224 * 224;
-        assert!(out[..plane].iter().all(|v| *v == 1.0), "{width}x{height} red");
-        assert!(out[plane..2 * plane].iter().all(|v| *v == -127.0 / 128.0), "{width}x{height} green");
-        assert!(out[2 * plane..].iter().all(|v| *v == 0.0), "{width}x{height} blue");
+        assert!(
+            out[..plane].iter().all(|v| *v == 1.0),
+            "{width}x{height} red"
+        );
+        assert!(
+            out[plane..2 * plane].iter().all(|v| *v == -127.0 / 128.0),
+            "{width}x{height} green"
+        );
+        assert!(
+            out[2 * plane..].iter().all(|v| *v == 0.0),
+            "{width}x{height} blue"
+        );
     }
 }
 
@@ -76,8 +91,14 @@ fn odd_sizes_preprocess() {
         for (width, height) in [(333, 500), (501, 377), (17, 1023)] {
             let mut out = vec![0.0; spec.output_len()];
             let result = preprocess(&gradient(width, height), &spec, &mut out);
-            assert!(result.is_ok(), "{width}x{height} at {resolution}: {result:?}");
-            assert!(out.iter().all(|v| v.is_finite()), "{width}x{height} at {resolution}");
+            assert!(
+                result.is_ok(),
+                "{width}x{height} at {resolution}: {result:?}"
+            );
+            assert!(
+                out.iter().all(|v| v.is_finite()),
+                "{width}x{height} at {resolution}"
+            );
         }
     }
 }
