@@ -58,7 +58,7 @@ pub struct ThreadConfig {
 
 #[derive(Debug, Clone, Copy)]
 pub struct AdmissionConfig {
-    /// Images accepted but not yet answered, across all models.
+    /// Images accepted but not yet completed, across all models.
     pub max_in_flight_images: usize,
     /// Deadline of a request that sets none itself.
     pub default_timeout: Duration,
@@ -229,7 +229,7 @@ pub struct ServeArgs {
     #[arg(long, env = "EFFNET_SPINNING")]
     pub spinning: Option<bool>,
 
-    /// Images accepted and not yet answered, across all models [default: 1024].
+    /// Images accepted and not yet completed, across all models [default: 1024].
     #[arg(long, env = "EFFNET_MAX_IN_FLIGHT_IMAGES")]
     pub max_in_flight_images: Option<usize>,
 

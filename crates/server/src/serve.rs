@@ -15,8 +15,8 @@ use crate::{
 
 /// Runs the server until SIGTERM or SIGINT, then drains and exits.
 ///
-/// Shutdown order: readiness turns false at once; requests are still
-/// accepted for the drain period; then the listeners close and queued and
+/// On a signal, readiness turns false at once, but requests are still
+/// accepted for the drain period. Then the listeners close, and queued and
 /// running work gets the shutdown timeout to finish.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::load(&args)?;
@@ -83,8 +83,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             let _ = metrics_server.await;
         }
         // Requests accepted before the listeners closed may still be
-        // decoding; the scheduler closes only once every connection is done,
-        // so none of them is turned away.
+        // decoding. The scheduler closes only after every connection is
+        // done, so that none of them is rejected.
         service.scheduler().shutdown().await;
     };
     match tokio::time::timeout(config.shutdown.timeout, finish).await {
@@ -98,7 +98,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// Reads the repository, creates the engine and the service. Models are
-/// loaded afterwards, so that probes answer during loading.
+/// loaded afterwards, so that the probes respond during loading.
 pub async fn start(config: Config) -> anyhow::Result<(Arc<InferenceService>, Arc<Engine>)> {
     let repository = Repository::open(&config.model_repository)?;
     tracing::info!(

@@ -387,9 +387,9 @@ impl InferenceService {
             .scheduler
             .submit(ModelId::new(model.index), tensors, options)
             .map_err(schedule_error)?;
-        // The scheduler drops expired images when it next forms a batch for
-        // this model; the timeout answers the client exactly at the deadline,
-        // and dropping `pending` removes the request's queued images at once.
+        // The scheduler drops expired images only when it next forms a batch
+        // for this model. The timeout returns 504 exactly at the deadline, and
+        // dropping `pending` removes the request's queued images at once.
         let completed = tokio::time::timeout_at(deadline, pending)
             .await
             .map_err(|_| deadline_exceeded(model.name()))?
@@ -406,7 +406,7 @@ impl InferenceService {
             .collect())
     }
 
-    /// The deadline of a request: its own timeout, or the configured default.
+    /// Computes a request's deadline from its own timeout or the configured default.
     pub fn deadline(&self, timeout: Option<Duration>) -> tokio::time::Instant {
         tokio::time::Instant::now() + timeout.unwrap_or(self.config.admission.default_timeout)
     }
@@ -485,7 +485,7 @@ fn shutting_down() -> ServiceError {
     )
 }
 
-/// The single conversion of scheduler outcomes into service errors.
+/// Converts a scheduler outcome into a service error; the only place that does.
 fn schedule_error(error: effnet_scheduler::ScheduleError) -> ServiceError {
     use effnet_scheduler::ScheduleError as E;
 

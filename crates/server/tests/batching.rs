@@ -156,8 +156,9 @@ fn sigterm_under_load_drains_cleanly() {
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
 
-    // Clients on fresh connections: after the listener closes, a request is
-    // either refused at connect (never accepted) or answered.
+    // Clients use a fresh connection per request. After the listener
+    // closes, a request is either refused at connect (never accepted) or
+    // gets a response.
     let clients: Vec<_> = (0..3)
         .map(|_| {
             let (image, url, stop) = (image.clone(), url.clone(), stop.clone());

@@ -26,7 +26,7 @@ use crate::{
     topk::ClassScore,
 };
 
-/// Classes returned when the request does not say.
+/// Classes returned when the request sets no `top_k`.
 const DEFAULT_TOP_K: usize = 5;
 
 #[derive(Debug, Deserialize)]
