@@ -11,6 +11,7 @@ mod decode;
 mod error;
 mod format;
 mod preprocess;
+mod resample;
 
 use std::time::{Duration, Instant};
 

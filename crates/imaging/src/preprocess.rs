@@ -9,16 +9,12 @@
 //! (x - mean) / std   # float32, CHW
 //! ```
 //!
-//! The resize is `fast_image_resize` with Catmull-Rom convolution, the filter of Pillow's
-//! BICUBIC (a = -0.5, support widened by the scale factor when downsampling).
+//! The resize reproduces Pillow's BICUBIC convolution exactly, fixed-point rounding included
+//! (a = -0.5, support widened by the scale factor when downsampling).
 
-use std::cell::RefCell;
-
-use fast_image_resize::images::{CroppedImage, Image, ImageRef};
-use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::RgbImage;
 
-use crate::ImageError;
+use crate::{ImageError, resample};
 
 /// The input geometry and normalisation of one model.
 #[derive(Debug, Clone, PartialEq)]
@@ -99,16 +95,12 @@ pub fn center_crop(width: u32, height: u32, resolution: u32, crop_padding: u32) 
     }
 }
 
-thread_local! {
-    /// One resizer per thread: it keeps its convolution buffers between images.
-    static RESIZER: RefCell<Resizer> = RefCell::new(Resizer::new());
-}
-
 /// Crops and resizes `image` to `spec.resolution` squared RGB8 pixels, written row-major to `out`.
 ///
-/// `out` must hold exactly 3 x resolution x resolution bytes. The resizer reads the crop
-/// through a view of `image`, so the crop is never copied; the one intermediate image is
-/// resolution x crop side pixels.
+/// `out` must hold exactly 3 x resolution x resolution bytes. The resize is Pillow's
+/// `Image.resize(..., Image.BICUBIC)` on the cropped image, bit for bit (see
+/// [`crate::resample`]): the filter clamps at the crop edges instead of reading the pixels
+/// around the crop, and the crop is never copied.
 pub fn resize_center_crop(
     image: &RgbImage,
     spec: &PreprocessSpec,
@@ -131,28 +123,15 @@ pub fn resize_center_crop(
     }
 
     let crop = center_crop(width, height, resolution, spec.crop_padding);
-    let source =
-        ImageRef::new(width, height, image.as_raw(), PixelType::U8x3).map_err(resize_error)?;
-    // A cropped view, not `ResizeOptions::crop`: with the option the filter reads source
-    // pixels beyond the crop edges (like Pillow's `resize(box=...)`), while the Python
-    // pipeline crops first, so its filter clamps at the crop edges.
-    let cropped = CroppedImage::new(&source, crop.left, crop.top, crop.side, crop.side)
-        .map_err(resize_error)?;
-
-    // Two single-axis resizes in Pillow's order, horizontal then vertical. Resizing both
-    // axes at once, fast_image_resize runs the vertical pass first for 8-bit images; the
-    // intermediate image is rounded and clipped to 0..255 either way, so the order changes
-    // results by up to 2 levels next to hard edges.
-    let mut rows = Image::new(resolution, crop.side, PixelType::U8x3);
-    let mut target =
-        Image::from_slice_u8(resolution, resolution, out, PixelType::U8x3).map_err(resize_error)?;
-    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::CatmullRom));
-    RESIZER
-        .with_borrow_mut(|resizer| {
-            resizer.resize(&cropped, &mut rows, &options)?;
-            resizer.resize(&rows, &mut target, &options)
-        })
-        .map_err(resize_error)
+    let square = (crop.left as usize, crop.top as usize, crop.side as usize);
+    resample::resize_square(
+        image.as_raw(),
+        width as usize,
+        square,
+        resolution as usize,
+        out,
+    );
+    Ok(())
 }
 
 /// Preprocesses `image` into `out` as float32 CHW: plane `c` holds `(x - mean[c]) / std[c]`.
@@ -194,12 +173,6 @@ fn normalize_chw(pixels: &[u8], spec: &PreprocessSpec, out: &mut [f32]) {
         *red = tables[0][usize::from(pixel[0])];
         *green = tables[1][usize::from(pixel[1])];
         *blue = tables[2][usize::from(pixel[2])];
-    }
-}
-
-fn resize_error(error: impl std::fmt::Display) -> ImageError {
-    ImageError::InvalidSpec {
-        reason: format!("resize failed: {error}"),
     }
 }
 
