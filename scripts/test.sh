@@ -16,6 +16,9 @@ cargo build --release --locked --workspace --all-targets
 echo "== cargo test"
 cargo test --release --locked --workspace
 
+echo "== load tester smoke run"
+bash loadtest/smoke.sh
+
 echo "== python tests"
 "$EFFNET_PYTHON" -m pytest -q tools/tests
 
