@@ -14,7 +14,7 @@ echo "== cargo build"
 cargo build --release --locked --workspace --all-targets
 
 echo "== cargo test"
-cargo test --release --locked --workspace
+cargo test --release --locked --workspace --no-fail-fast
 
 echo "== load tester smoke run"
 bash loadtest/smoke.sh
