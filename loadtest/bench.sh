@@ -68,6 +68,6 @@ for model in $(curl -sf "http://127.0.0.1:$port/v1/models" | jq -r '.models[] | 
     mix+=(--model "$model")
 done
 if ((${#mix[@]} > 0)); then
-    loadtest run --with-ceiling --seconds-per-size 2 --batch-sizes 8,16 "${mix[@]}" \
+    loadtest run --with-ceiling --seconds-per-size 2 --batch-sizes 1,2,4 "${mix[@]}" \
         --concurrency 6 --duration 20 --warmup 2 --json "$out/mixed.json" | tee "$out/mixed.md"
 fi

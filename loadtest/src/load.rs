@@ -142,7 +142,7 @@ fn transport_kind(error: reqwest::Error) -> String {
     } else if error.is_body() || error.is_decode() {
         "body"
     } else {
-        "transport"
+        "error"
     };
     format!("transport {kind}")
 }
