@@ -1,5 +1,8 @@
 //! Bounded decoding of client images into upright 8-bit RGB.
 //!
+//! JPEG goes through libjpeg ([`crate::jpeg`]) to match Pillow's pixels exactly; the other
+//! formats go through the `image` crate.
+//!
 //! Every colour type becomes RGB8: grayscale is replicated, 16-bit samples are
 //! rounded (`v / 257` to nearest), and transparency is composited onto white.
 //! The EXIF orientation is applied wherever the decoder reports one (JPEG,
@@ -115,6 +118,10 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<RgbImage, ImageError> {
         .ok_or(ImageError::UnsupportedFormat { format })?;
     if format == ImageFormat::Jpeg {
         check_jpeg_end(bytes)?;
+        let decoded = crate::jpeg::decode_jpeg(bytes, limits)?;
+        let mut upright = DynamicImage::ImageRgb8(decoded.image);
+        upright.apply_orientation(decoded.orientation);
+        return Ok(upright.into_rgb8());
     }
 
     // Read the header with only the allocation limit set, so that oversized dimensions reach
@@ -174,20 +181,26 @@ fn peak_decode_bytes(
         image::ColorType::Rgb8 => native_bytes,
         _ => native_bytes.saturating_add(rgb_bytes),
     };
-    let rotation = match orientation {
+    conversion.max(rotation_bytes(orientation, rgb_bytes))
+}
+
+/// Bytes an EXIF rotation holds: a 90 or 270 degree rotation copies the RGB8 image, which
+/// is `rgb_bytes` long.
+pub(crate) fn rotation_bytes(orientation: Orientation, rgb_bytes: u64) -> u64 {
+    match orientation {
         Orientation::Rotate90
         | Orientation::Rotate270
         | Orientation::Rotate90FlipH
         | Orientation::Rotate270FlipH => 2 * rgb_bytes,
         _ => 0,
-    };
-    conversion.max(rotation)
+    }
 }
 
 /// Rejects a JPEG whose data ends before its end-of-image marker (`FF D9`).
 ///
-/// zune-jpeg, as the `image` crate configures it, fills missing data with gray instead of
-/// failing, so a truncated upload would otherwise be classified as a picture of gray.
+/// libjpeg, when the data runs out, inserts an end-of-image marker and only emits a
+/// warning, which the `mozjpeg` crate discards. Without this check a truncated upload would
+/// decode with its missing rows filled in and be classified.
 /// The marker segments before the first scan are walked by their lengths, so an `FF D9`
 /// inside an EXIF thumbnail does not count.
 ///

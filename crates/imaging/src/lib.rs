@@ -10,6 +10,7 @@
 mod decode;
 mod error;
 mod format;
+mod jpeg;
 mod preprocess;
 mod resample;
 

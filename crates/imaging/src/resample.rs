@@ -173,7 +173,10 @@ mod tests {
             for out in 0..out_size {
                 let sum: i32 = coefficients.weights(out).iter().sum();
                 let one = 1i32 << PRECISION_BITS;
-                assert!((sum - one).abs() <= 8, "{in_size}->{out_size} at {out}: {sum}");
+                assert!(
+                    (sum - one).abs() <= 8,
+                    "{in_size}->{out_size} at {out}: {sum}"
+                );
             }
         }
     }

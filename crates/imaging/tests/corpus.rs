@@ -218,3 +218,19 @@ fn unknown_message_shows_prefix() {
     assert_eq!(error.code(), "image_format_unknown");
     assert!(error.to_string().contains("68656c6c6f20776f"), "{error}");
 }
+
+#[test]
+fn jpeg_library_error_contained() {
+    // A 12-bit sample precision in the frame header makes the 8-bit libjpeg build call
+    // `error_exit`, which must come back as an error, not abort the process.
+    let mut bytes = corpus_file("baseline.jpg");
+    let frame = bytes
+        .windows(2)
+        .position(|pair| pair == [0xFF, 0xC0])
+        .expect("baseline.jpg has a baseline frame header");
+    bytes[frame + 4] = 12;
+
+    let error = decode(&bytes, &Limits::default()).expect_err("12-bit precision");
+    assert_eq!(error.kind(), ImageErrorKind::Invalid, "{error}");
+    assert!(error.to_string().contains("precision"), "{error}");
+}
