@@ -9,7 +9,7 @@ use tokio::{net::TcpListener, sync::watch};
 
 use crate::{
     config::{Config, LogFormat, ServeArgs},
-    http,
+    grpc, http,
     service::InferenceService,
 };
 
@@ -56,6 +56,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
 
+    let grpc_server = match config.grpc_addr {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("failed to bind the gRPC address {addr}"))?;
+            tracing::info!(addr = %listener.local_addr()?, "grpc listening");
+            let closed = wait_closed(close_rx.clone());
+            Some(tokio::spawn(grpc::serve(listener, service.clone(), closed)))
+        }
+        None => None,
+    };
+
     let load = {
         let service = service.clone();
         let root = config.model_repository.clone();
@@ -81,6 +93,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let _ = http_server.await;
         if let Some(metrics_server) = metrics_server {
             let _ = metrics_server.await;
+        }
+        if let Some(grpc_server) = grpc_server {
+            if let Ok(Err(error)) = grpc_server.await {
+                tracing::error!(%error, "grpc server failed");
+            }
         }
         // Requests accepted before the listeners closed may still be
         // decoding. The scheduler closes only after every connection is

@@ -27,6 +27,7 @@ use crate::{
 mod classify;
 mod feedback;
 pub mod metrics;
+pub mod oip;
 
 /// Header carrying the request id, read from the client or generated.
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -45,6 +46,7 @@ pub fn router(service: Arc<InferenceService>) -> Router {
         .route("/v1/models/{model}/classify", post(classify::classify))
         .route("/v1/feedback", post(feedback::feedback))
         .route("/metrics", get(metrics::metrics))
+        .merge(oip::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn(request_id))

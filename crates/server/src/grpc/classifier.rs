@@ -1,0 +1,134 @@
+//! `effnet.v1.Classifier`: the REST classify call over gRPC.
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use effnet_proto::effnet::v1::{
+    ClassScore, ClassifyBatchRequest, ClassifyRequest, ClassifyResponse, ImageResult, Timings,
+    classifier_server,
+};
+use tonic::{Request, Response, Status};
+
+use super::{request_timeout, with_deadline};
+use crate::{
+    error::ServiceError,
+    service::{self, ClassifyOutcome, InferenceService, Protocol},
+};
+
+/// Classes returned when the request sets `top_k` to 0.
+const DEFAULT_TOP_K: u32 = 5;
+
+pub struct Classifier {
+    service: Arc<InferenceService>,
+}
+
+// === impl Classifier ===
+
+impl Classifier {
+    pub fn new(service: Arc<InferenceService>) -> Self {
+        Self { service }
+    }
+
+    async fn classify(
+        &self,
+        model: String,
+        images: Vec<Bytes>,
+        top_k: u32,
+        timeout: Option<Duration>,
+    ) -> Result<ClassifyResponse, ServiceError> {
+        let top_k = match top_k {
+            0 => DEFAULT_TOP_K,
+            k @ 1..=1000 => k,
+            k => {
+                return Err(ServiceError::invalid(
+                    "invalid_top_k",
+                    format!(
+                        "top_k must be from 1 to 1000 (0 for the default of {DEFAULT_TOP_K}), got {k}"
+                    ),
+                ));
+            }
+        };
+        let request_id = service::new_request_id();
+        let outcome = self
+            .service
+            .classify(service::ClassifyRequest {
+                model,
+                images,
+                top_k: top_k as usize,
+                timeout,
+                request_id: request_id.clone(),
+                protocol: Protocol::GrpcClassify,
+            })
+            .await?;
+        Ok(response(request_id, outcome))
+    }
+}
+
+#[tonic::async_trait]
+impl classifier_server::Classifier for Classifier {
+    async fn classify(
+        &self,
+        request: Request<ClassifyRequest>,
+    ) -> Result<Response<ClassifyResponse>, Status> {
+        let timeout = request_timeout(&request);
+        let request = request.into_inner();
+        let images = vec![request.image];
+        with_deadline(
+            timeout,
+            self.classify(request.model, images, request.top_k, timeout),
+        )
+        .await
+        .map(Response::new)
+    }
+
+    async fn classify_batch(
+        &self,
+        request: Request<ClassifyBatchRequest>,
+    ) -> Result<Response<ClassifyResponse>, Status> {
+        let timeout = request_timeout(&request);
+        let request = request.into_inner();
+        with_deadline(
+            timeout,
+            self.classify(request.model, request.images, request.top_k, timeout),
+        )
+        .await
+        .map(Response::new)
+    }
+}
+
+fn response(request_id: String, outcome: ClassifyOutcome) -> ClassifyResponse {
+    let manifest = &outcome.model.manifest;
+    ClassifyResponse {
+        request_id,
+        model: manifest.name.clone(),
+        variant: manifest.variant.clone(),
+        precision: manifest.precision.to_string(),
+        results: outcome
+            .images
+            .into_iter()
+            .map(|image| ImageResult {
+                classes: image
+                    .classes
+                    .into_iter()
+                    .map(|c| ClassScore {
+                        index: c.index as u32,
+                        wnid: c.wnid,
+                        label: c.label,
+                        score: c.score,
+                    })
+                    .collect(),
+                timings: Some(Timings {
+                    decode_ms: ms(image.timings.decode),
+                    preprocess_ms: ms(image.timings.preprocess),
+                    queue_ms: ms(image.timings.queue),
+                    inference_ms: ms(image.timings.inference),
+                    batch_size: image.timings.batch_size as u32,
+                }),
+            })
+            .collect(),
+    }
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
