@@ -15,7 +15,7 @@ use bytes::Bytes;
 use crate::{
     error::{ErrorKind, ServiceError},
     models::Model,
-    service::InferenceService,
+    service::{self, InferenceService},
     topk,
 };
 
@@ -118,6 +118,8 @@ pub enum OutputData {
 pub struct InferResponse {
     pub model: Arc<Model>,
     pub id: String,
+    /// Images in the batch, the first dimension of every output.
+    pub images: usize,
     pub outputs: Vec<InferOutputTensor>,
 }
 
@@ -251,9 +253,9 @@ pub async fn infer(
         "BYTES" => {
             let count = check_bytes_shape(&input.shape, max_images)?;
             let images = bytes_elements(input.data, count)?;
-            service
-                .preprocess(&model, images)
-                .await?
+            tokio::time::timeout_at(deadline, service.preprocess(&model, images))
+                .await
+                .map_err(|_| service::deadline_exceeded(model.name()))??
                 .into_iter()
                 .map(|p| p.tensor)
                 .collect()
@@ -308,6 +310,7 @@ pub async fn infer(
     Ok(InferResponse {
         model,
         id: request.id,
+        images: count,
         outputs,
     })
 }

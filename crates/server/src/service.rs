@@ -469,7 +469,7 @@ fn preprocess_spec(model: &Model) -> PreprocessSpec {
     }
 }
 
-fn deadline_exceeded(model: &str) -> ServiceError {
+pub fn deadline_exceeded(model: &str) -> ServiceError {
     ServiceError::new(
         ErrorKind::DeadlineExceeded,
         "deadline_exceeded",

@@ -46,7 +46,11 @@ fn photo() -> Vec<u8> {
     common::sample_image(&file)
 }
 
+/// A runtime for the gRPC clients. The server starts first, outside it,
+/// because its start-up uses reqwest's blocking client, which must not run
+/// inside a runtime.
 fn runtime() -> tokio::runtime::Runtime {
+    server();
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

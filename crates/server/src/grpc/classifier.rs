@@ -9,7 +9,7 @@ use effnet_proto::effnet::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{request_timeout, with_deadline};
+use super::{request_timeout, status_of, with_deadline};
 use crate::{
     error::ServiceError,
     service::{self, ClassifyOutcome, InferenceService, Protocol},
@@ -29,13 +29,38 @@ impl Classifier {
         Self { service }
     }
 
+    /// Classifies `images` under the request's deadline, counting the
+    /// request in the metrics however it ends.
+    async fn handle(
+        &self,
+        model: String,
+        images: Vec<Bytes>,
+        top_k: u32,
+        timeout: Option<Duration>,
+    ) -> Result<Response<ClassifyResponse>, Status> {
+        let request_id = service::new_request_id();
+        let mut tracker = self
+            .service
+            .track(Protocol::GrpcClassify, &request_id, &model);
+        tracker.set_images(images.len());
+
+        let classify = self.classify(model, images, top_k, timeout, request_id.clone());
+        let result = with_deadline(timeout, classify).await;
+        tracker.finish(&result);
+
+        result
+            .map(|outcome| Response::new(response(request_id, outcome)))
+            .map_err(|error| status_of(&error))
+    }
+
     async fn classify(
         &self,
         model: String,
         images: Vec<Bytes>,
         top_k: u32,
         timeout: Option<Duration>,
-    ) -> Result<ClassifyResponse, ServiceError> {
+        request_id: String,
+    ) -> Result<ClassifyOutcome, ServiceError> {
         let top_k = match top_k {
             0 => DEFAULT_TOP_K,
             k @ 1..=1000 => k,
@@ -48,19 +73,16 @@ impl Classifier {
                 ));
             }
         };
-        let request_id = service::new_request_id();
-        let outcome = self
-            .service
+        self.service
             .classify(service::ClassifyRequest {
                 model,
                 images,
                 top_k: top_k as usize,
                 timeout,
-                request_id: request_id.clone(),
+                request_id,
                 protocol: Protocol::GrpcClassify,
             })
-            .await?;
-        Ok(response(request_id, outcome))
+            .await
     }
 }
 
@@ -72,13 +94,8 @@ impl classifier_server::Classifier for Classifier {
     ) -> Result<Response<ClassifyResponse>, Status> {
         let timeout = request_timeout(&request);
         let request = request.into_inner();
-        let images = vec![request.image];
-        with_deadline(
-            timeout,
-            self.classify(request.model, images, request.top_k, timeout),
-        )
-        .await
-        .map(Response::new)
+        self.handle(request.model, vec![request.image], request.top_k, timeout)
+            .await
     }
 
     async fn classify_batch(
@@ -87,12 +104,8 @@ impl classifier_server::Classifier for Classifier {
     ) -> Result<Response<ClassifyResponse>, Status> {
         let timeout = request_timeout(&request);
         let request = request.into_inner();
-        with_deadline(
-            timeout,
-            self.classify(request.model, request.images, request.top_k, timeout),
-        )
-        .await
-        .map(Response::new)
+        self.handle(request.model, request.images, request.top_k, timeout)
+            .await
     }
 }
 

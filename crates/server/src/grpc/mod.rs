@@ -68,6 +68,8 @@ pub async fn serve(
         .max_decoding_message_size(max_message);
 
     let result = tonic::transport::Server::builder()
+        .initial_stream_window_size(FLOW_CONTROL_WINDOW)
+        .initial_connection_window_size(FLOW_CONTROL_WINDOW)
         .layer(tower::util::MapResponseLayer::new(
             message_too_large_as_exhausted,
         ))
@@ -189,7 +191,7 @@ fn parse_grpc_timeout(value: &str) -> Option<Duration> {
 pub async fn with_deadline<T>(
     timeout: Option<Duration>,
     handler: impl Future<Output = Result<T, ServiceError>>,
-) -> Result<T, Status> {
+) -> Result<T, ServiceError> {
     let result = match timeout {
         Some(timeout) => match tokio::time::timeout(timeout, handler).await {
             Ok(result) => result,
@@ -204,7 +206,7 @@ pub async fn with_deadline<T>(
         },
         None => handler.await,
     };
-    result.map_err(|error| status_of(&error))
+    result
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use crate::{
     error::ServiceError,
     models::{Model, ModelState},
     oip::{self, InferInput, InferRequest, RequestedOutput, TensorData},
-    service::InferenceService,
+    service::{self, InferenceService, Protocol},
 };
 
 pub struct Inference {
@@ -102,9 +102,25 @@ impl GrpcInferenceService for Inference {
         request: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
         let timeout = request_timeout(&request);
-        let request = convert_request(request.into_inner(), timeout).map_err(|e| status_of(&e))?;
-        let response = with_deadline(timeout, oip::infer(&self.service, request)).await?;
-        Ok(Response::new(convert_response(response)))
+        let request = request.into_inner();
+        let request_id = service::new_request_id();
+        let mut tracker = self
+            .service
+            .track(Protocol::OipGrpc, &request_id, &request.model_name);
+
+        let infer = async {
+            let request = convert_request(request, timeout)?;
+            oip::infer(&self.service, request).await
+        };
+        let result = with_deadline(timeout, infer).await;
+        if let Ok(response) = &result {
+            tracker.set_images(response.images);
+        }
+        tracker.finish(&result);
+
+        result
+            .map(|response| Response::new(convert_response(response)))
+            .map_err(|error| status_of(&error))
     }
 
     async fn model_config(

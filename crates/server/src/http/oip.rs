@@ -22,12 +22,12 @@ use serde::{
 };
 use serde_json::{Value, json};
 
-use super::{status_of, with_retry_after};
+use super::{RequestId, status_of, with_retry_after};
 use crate::{
     error::{ErrorKind, ServiceError},
     models::{Model, ModelState},
     oip::{self, InferInput, InferRequest, OutputData, RequestedOutput, TensorData},
-    service::InferenceService,
+    service::{InferenceService, Protocol},
 };
 
 /// Length of the JSON header at the start of a body that carries binary
@@ -225,6 +225,28 @@ async fn infer(
     Path(path): Path<ModelPath>,
     request: Request,
 ) -> Result<Response, OipError> {
+    let request_id = request
+        .extensions()
+        .get::<RequestId>()
+        .map(|id| id.0.clone())
+        .unwrap_or_default();
+    let mut tracker = service.track(Protocol::OipHttp, &request_id, &path.model);
+
+    let result = infer_request(&service, path, request).await;
+    if let Ok((response, _)) = &result {
+        tracker.set_images(response.images);
+    }
+    tracker.finish(&result);
+
+    let (response, binary_output) = result?;
+    Ok(render_response(response, binary_output))
+}
+
+async fn infer_request(
+    service: &InferenceService,
+    path: ModelPath,
+    request: Request,
+) -> Result<(oip::InferResponse, bool), ServiceError> {
     let timeout = super::classify::parse_timeout(request.headers())?;
     let header_length = header_length(request.headers())?;
     let body = Bytes::from_request(request, &())
@@ -244,9 +266,9 @@ async fn infer(
             }
         })?;
 
-    let request = parse_request(path, body, header_length, timeout)?;
-    let response = oip::infer(&service, request.request).await?;
-    Ok(render_response(response, request.binary_output))
+    let parsed = parse_request(path, body, header_length, timeout)?;
+    let response = oip::infer(service, parsed.request).await?;
+    Ok((response, parsed.binary_output))
 }
 
 /// Reads `Inference-Header-Content-Length`, present when binary tensor data
