@@ -26,5 +26,12 @@ echo "== TensorFlow checkpoint import tests"
 bash scripts/setup-tf.sh
 .venv-tf/bin/python -m pytest -q tools/tests/test_tf_checkpoint.py
 
+# --- Triton client tests (gRPC and OIP edges): Triton's Python client,
+# grpcurl and perf_analyzer against the release binary built above.
+echo "== Triton client tests"
+bash scripts/setup-triton.sh
+EFFNET_SERVE_BIN=target/release/effnet-serve .venv-triton/bin/python -m pytest -q tools/tests_triton
+# --- end of Triton client tests
+
 echo "== deploy checks"
 bash deploy/check.sh

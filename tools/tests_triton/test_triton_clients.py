@@ -308,7 +308,7 @@ def test_perf_analyzer(server, protocol):
         [
             str(binary), "-m", "efficientnet-lite0-int8", "-x", "1", "-u", url, "-i", protocol,
             "--input-data", "zero", "--measurement-interval", "2000",
-            "--concurrency-range", "2", "--max-trials", "5", "--stability-percentage", "50",
+            "--concurrency-range", "2", "--max-trials", "10", "--stability-percentage", "100",
         ],
         capture_output=True, text=True, env=perf_analyzer_env(), timeout=240,
     )

@@ -67,6 +67,9 @@ pub async fn serve(
     let classifier = ClassifierServer::new(classifier::Classifier::new(service))
         .max_decoding_message_size(max_message);
 
+    // Without TCP_NODELAY, Nagle's algorithm holds back the last segment of
+    // a response until the client's delayed ACK, adding tens of ms per call.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let result = tonic::transport::Server::builder()
         .initial_stream_window_size(FLOW_CONTROL_WINDOW)
         .initial_connection_window_size(FLOW_CONTROL_WINDOW)
@@ -78,7 +81,7 @@ pub async fn serve(
         .add_service(reflection_v1alpha)
         .add_service(inference)
         .add_service(classifier)
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     health_task.abort();
     result
