@@ -94,7 +94,7 @@ pub struct InferRequest {
     pub version: String,
     pub id: String,
     pub inputs: Vec<InferInput>,
-    /// Empty means every output (only `logits`), as the protocol says.
+    /// Empty means every output (only `logits`), as the protocol specifies.
     pub outputs: Vec<RequestedOutput>,
     pub timeout: Option<Duration>,
 }
@@ -145,8 +145,8 @@ impl Datatype {
 // === impl OutputData ===
 
 impl OutputData {
-    /// The raw (binary tensor data) encoding: little-endian FP32 values, or
-    /// length-prefixed BYTES elements.
+    /// Encodes the data as raw (binary) tensor data: little-endian FP32
+    /// values, or length-prefixed BYTES elements.
     pub fn to_raw(&self) -> Vec<u8> {
         match self {
             Self::Fp32(values) => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
@@ -191,7 +191,8 @@ pub fn resolve<'a>(
     Ok(model)
 }
 
-/// The input and output tensors of a model, with -1 for the batch dimension.
+/// Describes the input and output tensors of a model, with -1 for the batch
+/// dimension.
 pub fn model_tensors(model: &Model) -> (TensorMetadata, TensorMetadata) {
     let resolution = i64::from(model.manifest.input.resolution);
     let input = TensorMetadata {
@@ -315,7 +316,8 @@ pub async fn infer(
     })
 }
 
-/// The requested outputs, or `logits` when the client named none.
+/// Checks the requested outputs and returns them, or `logits` when the
+/// client named none.
 fn check_outputs(requested: &[RequestedOutput]) -> Result<Vec<RequestedOutput>, ServiceError> {
     if requested.is_empty() {
         return Ok(vec![RequestedOutput {
@@ -395,7 +397,7 @@ fn check_batch(n: i64, max_images: usize) -> Result<usize, ServiceError> {
 }
 
 /// Splits FP32 data into `count` images of `image_len` values each, after
-/// checking that the data holds exactly that many elements.
+/// checking that the data contains exactly that many elements.
 fn fp32_images(
     data: TensorData,
     count: usize,
@@ -499,7 +501,7 @@ fn element_count_mismatch(expected: usize, actual: usize) -> ServiceError {
     )
 }
 
-/// A client-supplied name shortened for error messages.
+/// Shortens a client-supplied name for error messages.
 fn truncate(text: &str) -> String {
     text.chars().take(64).collect()
 }

@@ -25,7 +25,7 @@ const MODEL: &str = "efficientnet-lite0-fp32";
 const RESOLUTION: i64 = 224;
 const IMAGE_FLOATS: usize = 3 * 224 * 224;
 
-/// One server shared by the tests of this file.
+/// Returns the one server shared by the tests of this file.
 fn server() -> &'static TestServer {
     static SERVER: OnceLock<TestServer> = OnceLock::new();
     SERVER.get_or_init(|| {
@@ -46,7 +46,7 @@ fn photo() -> Vec<u8> {
     common::sample_image(&file)
 }
 
-/// A runtime for the gRPC clients. The server starts first, outside it,
+/// Builds a runtime for the gRPC clients. The server starts first, outside it,
 /// because its start-up uses reqwest's blocking client, which must not run
 /// inside a runtime.
 fn runtime() -> tokio::runtime::Runtime {

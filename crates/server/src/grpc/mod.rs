@@ -138,7 +138,8 @@ fn message_too_large_as_exhausted(
     response
 }
 
-/// The gRPC status of a service error.
+/// Converts a service error into its gRPC status, with the error code and,
+/// for overload, `retry-after` in the metadata.
 pub fn status_of(error: &ServiceError) -> Status {
     let code = match error.kind {
         ErrorKind::InvalidArgument | ErrorKind::UnsupportedMediaType | ErrorKind::Unprocessable => {
@@ -163,7 +164,7 @@ pub fn status_of(error: &ServiceError) -> Status {
     status
 }
 
-/// The client's deadline from `grpc-timeout`, less [`DEADLINE_MARGIN`].
+/// Returns the client's deadline from `grpc-timeout`, less [`DEADLINE_MARGIN`].
 pub fn request_timeout<T>(request: &Request<T>) -> Option<Duration> {
     let value = request.metadata().get("grpc-timeout")?.to_str().ok()?;
     parse_grpc_timeout(value).map(|timeout| timeout.saturating_sub(DEADLINE_MARGIN))

@@ -34,7 +34,7 @@ use crate::{
 /// tensor data after it.
 pub static HEADER_LENGTH: HeaderName = HeaderName::from_static("inference-header-content-length");
 
-/// The `/v2` routes, merged into the HTTP router.
+/// Builds the `/v2` routes, which `super::router` merges into the HTTP router.
 pub fn routes() -> Router<Arc<InferenceService>> {
     Router::new()
         .route("/v2", get(server_metadata))
@@ -454,7 +454,7 @@ fn parse_request(
 }
 
 /// Renders the response as JSON, or as a JSON header followed by binary
-/// tensor data when any output asks for it.
+/// tensor data when any output requests it.
 fn render_response(response: oip::InferResponse, binary_output: bool) -> Response {
     let mut binary = Vec::new();
     let mut outputs = Vec::with_capacity(response.outputs.len());
