@@ -21,7 +21,7 @@ use crate::{
     decode::DecodePool,
     error::{ErrorKind, ServiceError},
     feedback::{self, FeedbackError, FeedbackStore, Score, Top5},
-    metrics::{Metrics, RequestTracker, SchedulerObserver},
+    metrics::{Metrics, ModelStatistics, RequestTracker, SchedulerObserver},
     models::{Model, ModelRegistry},
     shadow::{self, ShadowRun},
     topk::{self, ClassScore},
@@ -174,6 +174,11 @@ impl InferenceService {
     /// Renders every metric in the Prometheus text format.
     pub fn render_metrics(&self) -> String {
         self.metrics.render(&self.models)
+    }
+
+    /// Returns Triton's inference statistics of `model`.
+    pub fn model_statistics(&self, model: &Model) -> ModelStatistics {
+        self.metrics.statistics(model.index).unwrap_or_default()
     }
 
     /// Scores the stored result of an earlier request against the true
@@ -439,12 +444,11 @@ fn load_one(
     };
     let session = engine.load(&entry)?;
 
+    // ONNX Runtime plans memory per input shape, so the first batch of each
+    // size is slow. Every size the batcher can form is run once before the
+    // model reports ready.
     let start = Instant::now();
-    let mut sizes: Vec<usize> = [1, 2, 4, 8, 16, 32, 64]
-        .into_iter()
-        .filter(|&size| size < model.settings.max_batch_size)
-        .collect();
-    sizes.push(model.settings.max_batch_size);
+    let sizes: Vec<usize> = (1..=model.settings.max_batch_size).collect();
     session.warm_up(&sizes)?;
     Ok((session, start.elapsed()))
 }
