@@ -208,6 +208,47 @@ def test_fp32_tensor_logits(server):
     np.testing.assert_allclose(single[0], over_http[1], atol=1e-4)
 
 
+def model_statistics(module, client) -> dict:
+    """The one entry of get_inference_statistics for MODEL, as JSON."""
+    if module is httpclient:
+        stats = client.get_inference_statistics(MODEL)
+    else:
+        stats = client.get_inference_statistics(MODEL, as_json=True)
+    [entry] = stats["model_stats"]
+    return entry
+
+
+def stat(entry: dict, *path: str) -> int:
+    """A counter of a statistics entry. The gRPC client's JSON leaves out
+    zero fields and writes uint64 values as strings."""
+    value = entry
+    for key in path:
+        value = value.get(key, {})
+    return int(value or 0)
+
+
+def test_statistics_count_inference(client):
+    module, client = client
+    before = model_statistics(module, client)
+
+    infer_fp32(module, client, random_tensor(2))
+    after = model_statistics(module, client)
+
+    def delta(*path: str) -> int:
+        return stat(after, *path) - stat(before, *path)
+
+    assert after["name"] == MODEL
+    assert after["version"] == "1"
+    assert delta("inference_stats", "success", "count") == 1
+    assert delta("inference_stats", "success", "ns") > 0
+    assert delta("inference_count") == 2
+    assert delta("inference_stats", "queue", "count") == 2
+    assert delta("inference_stats", "compute_infer", "count") == 2
+    assert delta("inference_stats", "compute_input", "count") == 2
+    assert 1 <= delta("execution_count") <= 2
+    assert stat(after, "last_inference") > 0
+
+
 def test_images_match_rest(client, server):
     module, client = client
     image = sample_image()
@@ -306,7 +347,7 @@ def test_perf_analyzer(server, protocol):
 
     run = subprocess.run(
         [
-            str(binary), "-m", "efficientnet-lite0-int8", "-x", "1", "-u", url, "-i", protocol,
+            str(binary), "-m", "efficientnet-lite0-int8", "-u", url, "-i", protocol,
             "--input-data", "zero", "--measurement-interval", "2000",
             "--concurrency-range", "2", "--max-trials", "10", "--stability-percentage", "100",
         ],
@@ -316,3 +357,5 @@ def test_perf_analyzer(server, protocol):
     print(run.stdout[-3000:])
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "Throughput:" in run.stdout
+    # The server side section comes from the model statistics.
+    assert "Successful request count:" in run.stdout

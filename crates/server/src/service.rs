@@ -100,6 +100,9 @@ pub struct InferenceService {
     decode: DecodePool,
     scheduler: Scheduler<EngineBackend>,
     draining: AtomicBool,
+    /// The last value of [`InferenceService::is_ready`], for watchers such
+    /// as gRPC health; updated whenever loading finishes or draining starts.
+    readiness: tokio::sync::watch::Sender<bool>,
     metrics: Arc<Metrics>,
     feedback: FeedbackStore,
     /// The FP32 model of the same variant, by INT8 model index, for shadow runs.
@@ -154,6 +157,7 @@ impl InferenceService {
             scheduler,
             config,
             draining: AtomicBool::new(false),
+            readiness: tokio::sync::watch::Sender::new(false),
         })
     }
 
@@ -245,6 +249,16 @@ impl InferenceService {
     /// Turns readiness off for the drain period before shutdown.
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Release);
+        self.publish_readiness();
+    }
+
+    /// Returns a receiver that sees every change of readiness.
+    pub fn watch_readiness(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.readiness.subscribe()
+    }
+
+    fn publish_readiness(&self) {
+        self.readiness.send_replace(self.is_ready());
     }
 
     pub fn scheduler(&self) -> &Scheduler<EngineBackend> {
@@ -298,6 +312,7 @@ impl InferenceService {
                 }
             }
         }
+        self.publish_readiness();
     }
 
     /// Classifies encoded images: decode and preprocess in parallel on the

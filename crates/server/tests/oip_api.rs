@@ -203,6 +203,68 @@ fn http_config() {
     assert_eq!(body["output"][0]["dims"], json!([1000]));
 }
 
+/// Returns the one entry of `GET /v2/models/{model}/stats`.
+fn http_statistics(model: &str) -> Value {
+    let body: Value = Client::new()
+        .get(server().url(&format!("/v2/models/{model}/versions/1/stats")))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let stats = body["model_stats"].as_array().unwrap();
+    assert_eq!(stats.len(), 1, "{body}");
+    stats[0].clone()
+}
+
+#[test]
+fn http_statistics_count_requests() {
+    // No other test of this file uses this model, so the counts below are
+    // this test's own.
+    const STATS_MODEL: &str = "efficientnet-lite1-int8";
+    let path = format!("/v2/models/{STATS_MODEL}/infer");
+    let photo = photo();
+    let before = http_statistics(STATS_MODEL);
+
+    for images in [1, 1, 2] {
+        let elements = vec![photo.as_slice(); images];
+        let header = json!({ "inputs": [{
+            "name": "input", "datatype": "BYTES", "shape": [images],
+            "parameters": { "binary_data_size": bytes_elements(&elements).len() },
+        }] });
+        let response = post_binary(&path, header, &bytes_elements(&elements));
+        assert_eq!(response.status(), 200);
+    }
+    let (status, body) = post_infer(&path, json_fp32(&[1, 3, 1, 1], vec![0.0; 3]));
+    assert_oip_error(status, &body, 400);
+    let after = http_statistics(STATS_MODEL);
+
+    let delta = |field: &str| {
+        let count = |stats: &Value| stats.pointer(field).and_then(Value::as_u64).unwrap();
+        count(&after) - count(&before)
+    };
+    assert_eq!(after["name"], STATS_MODEL);
+    assert_eq!(after["version"], "1");
+    assert_eq!(delta("/inference_stats/success/count"), 3);
+    assert_eq!(delta("/inference_stats/fail/count"), 1);
+    assert!(delta("/inference_stats/success/ns") > 0);
+    assert_eq!(delta("/inference_count"), 4);
+    assert_eq!(delta("/inference_stats/queue/count"), 4);
+    assert_eq!(delta("/inference_stats/compute_infer/count"), 4);
+    assert!(delta("/inference_stats/compute_infer/ns") > 0);
+    // The requests ran one after another; the two-image one may run as one
+    // batch or as two.
+    assert!((3..=4).contains(&delta("/execution_count")), "{after}");
+    assert!(after["last_inference"].as_u64().unwrap() > 0);
+
+    let batches: u64 = after["batch_stats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|batch| batch["compute_infer"]["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(batches, after["execution_count"].as_u64().unwrap());
+}
+
 #[test]
 fn http_json_fp32_infer() {
     let (status, body) = post_infer(
@@ -579,15 +641,17 @@ fn grpc_classify_errors() {
 
 #[test]
 fn grpc_deadline_exceeded() {
+    // 16 photos take well over 100 ms to decode and classify on two cores,
+    // past the 60 ms deadline.
     let code = runtime().block_on(async {
         let mut client = ClassifierClient::new(channel().await);
-        let mut request = tonic::Request::new(ClassifyRequest {
+        let mut request = tonic::Request::new(effnet_proto::effnet::v1::ClassifyBatchRequest {
             model: MODEL.into(),
-            image: Bytes::from(photo()),
+            images: vec![Bytes::from(photo()); 16],
             top_k: 1,
         });
-        request.set_timeout(Duration::from_millis(3));
-        client.classify(request).await.unwrap_err().code()
+        request.set_timeout(Duration::from_millis(60));
+        client.classify_batch(request).await.unwrap_err().code()
     });
 
     assert_eq!(code, Code::DeadlineExceeded);

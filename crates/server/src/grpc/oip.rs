@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status};
 use super::{request_timeout, status_of, with_deadline};
 use crate::{
     error::ServiceError,
+    metrics::{ModelStatistics, StatDuration},
     models::{Model, ModelState},
     oip::{self, InferInput, InferRequest, RequestedOutput, TensorData},
     service::{self, InferenceService, Protocol},
@@ -156,8 +157,6 @@ impl GrpcInferenceService for Inference {
         }))
     }
 
-    /// NOTE: every counter is zero. The server's figures are in its
-    /// Prometheus metrics; this call exists because perf_analyzer makes it.
     async fn model_statistics(
         &self,
         request: Request<pb::ModelStatisticsRequest>,
@@ -170,12 +169,7 @@ impl GrpcInferenceService for Inference {
         };
         let model_stats = models
             .into_iter()
-            .map(|model| pb::ModelStatistics {
-                name: model.name().to_string(),
-                version: oip::MODEL_VERSION.to_string(),
-                inference_stats: Some(pb::InferStatistics::default()),
-                ..Default::default()
-            })
+            .map(|model| convert_statistics(model, self.service.model_statistics(model)))
             .collect();
         Ok(Response::new(pb::ModelStatisticsResponse { model_stats }))
     }
@@ -294,6 +288,37 @@ fn typed_contents(datatype: &str, contents: InferTensorContents) -> TensorData {
     match datatype {
         "BYTES" => TensorData::Bytes(contents.bytes_contents),
         _ => TensorData::Fp32(contents.fp32_contents),
+    }
+}
+
+/// Translates one model's statistics into Triton's message for version `1`.
+fn convert_statistics(model: &Model, stats: ModelStatistics) -> pb::ModelStatistics {
+    let duration = |d: StatDuration| Some(pb::StatisticDuration { count: d.count, ns: d.ns });
+    let batch_stats = stats
+        .batch_stats
+        .iter()
+        .map(|batch| pb::InferBatchStatistics {
+            batch_size: batch.batch_size,
+            compute_input: duration(batch.compute_input),
+            compute_infer: duration(batch.compute_infer),
+            compute_output: duration(batch.compute_output),
+        })
+        .collect();
+    pb::ModelStatistics {
+        name: model.name().to_string(),
+        version: oip::MODEL_VERSION.to_string(),
+        last_inference: stats.last_inference,
+        inference_count: stats.inference_count,
+        execution_count: stats.execution_count,
+        inference_stats: Some(pb::InferStatistics {
+            success: duration(stats.success),
+            fail: duration(stats.fail),
+            queue: duration(stats.queue),
+            compute_input: duration(stats.compute_input),
+            compute_infer: duration(stats.compute_infer),
+            compute_output: duration(stats.compute_output),
+        }),
+        batch_stats,
     }
 }
 

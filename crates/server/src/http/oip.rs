@@ -25,6 +25,7 @@ use serde_json::{Value, json};
 use super::{RequestId, status_of, with_retry_after};
 use crate::{
     error::{ErrorKind, ServiceError},
+    metrics::StatDuration,
     models::{Model, ModelState},
     oip::{self, InferInput, InferRequest, OutputData, RequestedOutput, TensorData},
     service::{InferenceService, Protocol},
@@ -175,31 +176,50 @@ async fn model_statistics(
     Path(path): Path<ModelPath>,
 ) -> Result<Json<Value>, OipError> {
     let model = oip::resolve(&service, &path.model, &path.version)?;
-    Ok(Json(json!({ "model_stats": [statistics(model)] })))
+    Ok(Json(json!({ "model_stats": [statistics(&service, model)] })))
 }
 
 async fn all_statistics(State(service): State<Arc<InferenceService>>) -> Json<Value> {
-    let stats: Vec<Value> = service.models().iter().map(|m| statistics(m)).collect();
+    let stats: Vec<Value> = service
+        .models()
+        .iter()
+        .map(|m| statistics(&service, m))
+        .collect();
     Json(json!({ "model_stats": stats }))
 }
 
-/// Triton's per-model statistics.
-///
-/// NOTE: every counter is zero. The server's figures are in its Prometheus
-/// metrics; this endpoint exists because perf_analyzer requests it.
-fn statistics(model: &Model) -> Value {
-    let zero = json!({ "count": 0, "ns": 0 });
+/// Triton's per-model statistics of version `1`, in the JSON form of its
+/// statistics extension.
+fn statistics(service: &InferenceService, model: &Model) -> Value {
+    let stats = service.model_statistics(model);
+    let duration = |d: StatDuration| json!({ "count": d.count, "ns": d.ns });
+    let batch_stats: Vec<Value> = stats
+        .batch_stats
+        .iter()
+        .map(|batch| {
+            json!({
+                "batch_size": batch.batch_size,
+                "compute_input": duration(batch.compute_input),
+                "compute_infer": duration(batch.compute_infer),
+                "compute_output": duration(batch.compute_output),
+            })
+        })
+        .collect();
     json!({
         "name": model.name(),
         "version": oip::MODEL_VERSION,
-        "last_inference": 0,
-        "inference_count": 0,
-        "execution_count": 0,
+        "last_inference": stats.last_inference,
+        "inference_count": stats.inference_count,
+        "execution_count": stats.execution_count,
         "inference_stats": {
-            "success": zero, "fail": zero, "queue": zero,
-            "compute_input": zero, "compute_infer": zero, "compute_output": zero,
+            "success": duration(stats.success),
+            "fail": duration(stats.fail),
+            "queue": duration(stats.queue),
+            "compute_input": duration(stats.compute_input),
+            "compute_infer": duration(stats.compute_infer),
+            "compute_output": duration(stats.compute_output),
         },
-        "batch_stats": [],
+        "batch_stats": batch_stats,
     })
 }
 

@@ -23,9 +23,11 @@ use crate::{
 mod observer;
 mod process;
 mod request;
+mod statistics;
 
 pub use observer::SchedulerObserver;
 pub use request::RequestTracker;
+pub use statistics::{ModelStatistics, StatDuration};
 
 /// Model label of requests whose model name matched no configured model.
 pub const UNKNOWN_MODEL: &str = "_unknown";
@@ -105,6 +107,9 @@ pub struct Metrics {
     shadow_probability_diff: HistogramVec,
 
     process: process::ProcessMetrics,
+
+    /// Triton's statistics counters by model index, without [`UNKNOWN_MODEL`].
+    counters: Vec<statistics::ModelCounters>,
 }
 
 // === impl Outcome ===
@@ -295,6 +300,10 @@ impl Metrics {
                 PROBABILITY_DIFF_BUCKETS,
             ),
             process: process::ProcessMetrics::register(&registry),
+            counters: models
+                .iter()
+                .map(|m| statistics::ModelCounters::new(m.settings.max_batch_size))
+                .collect(),
             models: labels,
             registry,
         };
@@ -365,7 +374,16 @@ impl Metrics {
             self.request_duration
                 .with_label_values(&self.labels(model, &[]))
                 .observe(duration.as_secs_f64());
+            if let Some(counters) = self.counters.get(model) {
+                counters.request_finished(outcome == Outcome::Success, duration);
+            }
         }
+    }
+
+    /// Returns Triton's statistics of the model at registry index `model`,
+    /// or `None` for an index out of range.
+    pub fn statistics(&self, model: usize) -> Option<ModelStatistics> {
+        self.counters.get(model).map(statistics::ModelCounters::snapshot)
     }
 
     /// Records the decode and preprocess time of one image.

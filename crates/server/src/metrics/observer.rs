@@ -1,4 +1,5 @@
-//! The scheduler's events turned into queue, batch and admission metrics.
+//! The scheduler's events turned into queue, batch and admission metrics
+//! and Triton's statistics counters.
 
 use std::{sync::Arc, time::Duration};
 
@@ -21,6 +22,9 @@ impl Observer for SchedulerObserver {
             .with_label_values(&labels)
             .observe(duration.as_secs_f64());
         self.0.batch_size.with_label_values(&labels).observe(size as f64);
+        if let Some(counters) = self.0.counters.get(model.index()) {
+            counters.batch_executed(size, duration);
+        }
     }
 
     fn batch_failed(&self, model: ModelId, _size: usize) {
@@ -35,6 +39,9 @@ impl Observer for SchedulerObserver {
             .queue_wait
             .with_label_values(&self.0.labels(model.index(), &[]))
             .observe(queue_wait.as_secs_f64());
+        if let Some(counters) = self.0.counters.get(model.index()) {
+            counters.image_dequeued(queue_wait);
+        }
     }
 
     fn rejected(&self, model: ModelId, limit: AdmissionLimit) {
