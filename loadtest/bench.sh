@@ -18,29 +18,9 @@ mkdir -p "$out"
 port=${EFFNET_BENCH_PORT:-18431}
 bin=target/release
 images="$EFFNET_IMAGENET_SAMPLE/images"
-server_pid=
-
-stop_server() {
-    if [[ -n $server_pid ]]; then
-        kill "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-        server_pid=
-    fi
-}
+# shellcheck source=bench-common.sh
+source loadtest/bench-common.sh
 trap stop_server EXIT
-
-# start_server [effnet-serve flags...]: all available models, default settings.
-start_server() {
-    "$bin/effnet-serve" serve --model-repository "$EFFNET_MODEL_REPOSITORY" \
-        --http-addr "127.0.0.1:$port" "$@" >"$out/server.log" 2>&1 &
-    server_pid=$!
-    for _ in $(seq 1 600); do
-        curl -sf "http://127.0.0.1:$port/health/ready" >/dev/null && return 0
-        sleep 0.5
-    done
-    echo "server not ready" >&2
-    return 1
-}
 
 # loadtest ARGS...: prints the command, then runs it against the server.
 loadtest() {
@@ -49,7 +29,7 @@ loadtest() {
 }
 
 # shellcheck disable=SC2086 # the extra flags are meant to split
-start_server ${EFFNET_BENCH_SERVER_FLAGS:-}
+start_server "$port" ${EFFNET_BENCH_SERVER_FLAGS:-}
 grep Threads "/proc/$server_pid/status" | tee "$out/threads.txt"
 
 for model in "${models[@]}"; do

@@ -1,8 +1,8 @@
 //! The closed and open request loops against the server.
 //!
-//! Closed loop: `concurrency` workers, each with its own HTTP client and
-//! connection, send the next request as soon as the previous one finishes;
-//! latency runs from the send.
+//! Closed loop: `concurrency` workers, each with its own client and
+//! connection (HTTP/1.1, or one HTTP/2 connection for gRPC), send the next
+//! request as soon as the previous one finishes. Latency runs from the send.
 //!
 //! Open loop: requests are due on a fixed schedule (see
 //! [`Schedule`](crate::schedule::Schedule)) whatever the server does, and
@@ -21,10 +21,15 @@ use std::{
     time::{Duration, Instant},
 };
 
+use effnet_proto::{
+    effnet::v1::classifier_client::ClassifierClient,
+    inference::grpc_inference_service_client::GrpcInferenceServiceClient,
+};
 use tokio::sync::{Semaphore, mpsc};
+use tonic::transport::{Channel, Endpoint};
 
 use crate::{
-    protocol::{HEADER_LENGTH, Payload, Protocol},
+    protocol::{self, HEADER_LENGTH, Payload, Protocol},
     report::{Recorder, Report},
     schedule::{ModelMix, Schedule},
 };
@@ -36,8 +41,17 @@ pub struct Workload {
     pub mix: ModelMix,
     /// `payloads[model][image]`.
     pub payloads: Vec<Vec<Payload>>,
-    /// Full URL of each model's endpoint.
+    /// Full URL of each model's HTTP endpoint.
     pub urls: Vec<String>,
+    pub addr: SocketAddr,
+}
+
+/// The client of one worker: HTTP requests share its connection pool, gRPC
+/// calls its one HTTP/2 connection.
+#[derive(Clone)]
+pub enum Client {
+    Http(reqwest::Client),
+    Grpc(Channel),
 }
 
 /// Limits and timing of one run.
@@ -91,24 +105,71 @@ impl Workload {
             mix,
             payloads,
             urls,
+            addr,
         }
+    }
+
+    /// Creates a client for this workload's protocol. A gRPC client
+    /// connects on its first call.
+    pub fn client(&self, timeout: Duration) -> Client {
+        if !self.protocol.is_grpc() {
+            return Client::Http(http_client(timeout));
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{}", self.addr))
+            .expect("a socket address makes a valid URI")
+            .timeout(timeout)
+            .tcp_nodelay(true);
+        Client::Grpc(endpoint.connect_lazy())
     }
 
     /// Sends request `i` and returns the model index and the outcome: `Ok`
     /// or the error kind.
-    async fn send(&self, client: &reqwest::Client, i: u64) -> (usize, Result<(), String>) {
+    async fn send(&self, client: &Client, i: u64) -> (usize, Result<(), String>) {
         let model = self.mix.pick(i);
         let images = &self.payloads[model];
         let payload = &images[(i % images.len() as u64) as usize];
 
-        let mut request = client
-            .post(&self.urls[model])
-            .header(reqwest::header::CONTENT_TYPE, payload.content_type)
-            .body(payload.body.clone());
-        if let Some(length) = payload.header_length {
-            request = request.header(HEADER_LENGTH, length);
-        }
-        (model, self.exchange(request).await)
+        let result = match (client, payload) {
+            (
+                Client::Http(client),
+                Payload::Http {
+                    body,
+                    content_type,
+                    header_length,
+                },
+            ) => {
+                let mut request = client
+                    .post(&self.urls[model])
+                    .header(reqwest::header::CONTENT_TYPE, *content_type)
+                    .body(body.clone());
+                if let Some(length) = header_length {
+                    request = request.header(HEADER_LENGTH, *length);
+                }
+                self.exchange(request).await
+            }
+            (Client::Grpc(channel), Payload::Classify(request)) => {
+                let mut request = request.clone();
+                request.model = self.model_name(model).to_string();
+                let mut client = ClassifierClient::new(channel.clone());
+                match client.classify(request).await {
+                    Ok(response) => protocol::check_classify(response.get_ref()).map_err(str::to_string),
+                    Err(status) => Err(grpc_kind(&status)),
+                }
+            }
+            (Client::Grpc(channel), Payload::ModelInfer(request)) => {
+                let mut request = request.clone();
+                request.model_name = self.model_name(model).to_string();
+                let mut client = GrpcInferenceServiceClient::new(channel.clone());
+                match client.model_infer(request).await {
+                    Ok(response) => {
+                        protocol::check_model_infer(response.get_ref()).map_err(str::to_string)
+                    }
+                    Err(status) => Err(grpc_kind(&status)),
+                }
+            }
+            _ => unreachable!("a workload's client and payloads share its protocol"),
+        };
+        (model, result)
     }
 
     async fn exchange(&self, request: reqwest::RequestBuilder) -> Result<(), String> {
@@ -147,8 +208,14 @@ fn transport_kind(error: reqwest::Error) -> String {
     format!("transport {kind}")
 }
 
-/// A client that keeps its connections open between requests.
-pub fn client(timeout: Duration) -> reqwest::Client {
+/// Returns the error kind of a failed gRPC call: its status code, such as
+/// `grpc Unavailable` for a refused connection.
+fn grpc_kind(status: &tonic::Status) -> String {
+    format!("grpc {:?}", status.code())
+}
+
+/// Builds an HTTP client that keeps its connections open between requests.
+pub fn http_client(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(timeout)
         .tcp_nodelay(true)
@@ -181,7 +248,7 @@ async fn closed(workload: Arc<Workload>, concurrency: usize, limits: &RunLimits)
         let workload = workload.clone();
         let next = next.clone();
         let sent = sent.clone();
-        let client = client(limits.timeout);
+        let client = workload.client(limits.timeout);
         let max_requests = limits.max_requests;
         workers.push(tokio::spawn(async move {
             let mut recorder = Recorder::new();
@@ -245,7 +312,7 @@ async fn open(
     max_outstanding: usize,
     limits: &RunLimits,
 ) -> Outcome {
-    let client = client(limits.timeout);
+    let client = workload.client(limits.timeout);
     let permits = Arc::new(Semaphore::new(max_outstanding.max(1)));
     let (tx, mut rx) = mpsc::unbounded_channel::<Completion>();
 

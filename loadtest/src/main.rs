@@ -73,6 +73,8 @@ pub(crate) struct LoadArgs {
     protocol: Protocol,
 
     /// Input of OIP requests: the encoded image or the preprocessed tensor.
+    /// oip-json takes only fp32, because a JSON string cannot hold an
+    /// encoded image; rest and grpc-classify take only bytes.
     #[arg(long, value_enum, default_value_t = OipInput::Bytes)]
     oip_input: OipInput,
 
@@ -321,8 +323,17 @@ pub(crate) struct Prepared {
 pub(crate) fn prepare(args: &LoadArgs) -> anyhow::Result<Prepared> {
     let addr = target::resolve(&args.target, args.allow_remote)?;
     let mix = ModelMix::parse(&args.models)?;
-    if args.protocol == Protocol::Rest && args.oip_input == OipInput::Fp32 {
-        bail!("--oip-input fp32 needs an OIP protocol; REST takes encoded images");
+    if !args.protocol.accepts(args.oip_input) {
+        let input = match args.oip_input {
+            OipInput::Bytes => "bytes",
+            OipInput::Fp32 => "fp32",
+        };
+        bail!(
+            "--protocol {} cannot carry --oip-input {input}: rest and grpc-classify take \
+             encoded images, and oip-json takes only fp32 because a JSON string cannot \
+             hold an encoded image",
+            args.protocol.name()
+        );
     }
 
     let data = &args.data;
