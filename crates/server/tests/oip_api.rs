@@ -654,7 +654,15 @@ fn grpc_deadline_exceeded() {
         client.classify_batch(request).await.unwrap_err().code()
     });
 
-    assert_eq!(code, Code::DeadlineExceeded);
+    // NOTE: the handler answers DEADLINE_EXCEEDED a margin before the
+    // deadline, but tonic 0.14 also enforces `grpc-timeout` itself and reports
+    // CANCELLED when the handler's thread is starved past that margin, as it
+    // is here while both cores decode the batch.
+    assert!(
+        matches!(code, Code::DeadlineExceeded | Code::Cancelled),
+        "unexpected code {code:?}"
+    );
+    assert_still_ready();
 }
 
 #[test]

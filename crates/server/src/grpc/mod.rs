@@ -29,13 +29,16 @@ mod oip;
 /// gRPC service names whose health follows the server's readiness.
 const SERVICE_NAMES: &[&str] = &["", "effnet.v1.Classifier", "inference.GRPCInferenceService"];
 
-/// How often the health service re-reads readiness.
-const HEALTH_POLL: Duration = Duration::from_millis(200);
-
 /// Time kept back from a client's `grpc-timeout`, so that the handler
-/// answers `DEADLINE_EXCEEDED` before tonic's own timeout cancels the call
-/// (which tonic reports as `CANCELLED`).
-const DEADLINE_MARGIN: Duration = Duration::from_millis(5);
+/// returns `DEADLINE_EXCEEDED` before tonic's own timeout cancels the call,
+/// which tonic 0.14 reports as `CANCELLED`: a tenth of the timeout, between
+/// 5 and 50 ms.
+///
+/// NOTE: when the handler's thread is starved for longer than the margin,
+/// tonic's timer still wins and the client sees `CANCELLED`.
+fn deadline_margin(timeout: Duration) -> Duration {
+    (timeout / 10).clamp(Duration::from_millis(5), Duration::from_millis(50))
+}
 
 /// HTTP/2 flow-control window in bytes. With the 64 KiB default, one FP32
 /// image of 224 x 224 (602 KB) needs several round trips to arrive.
@@ -100,21 +103,19 @@ async fn track_readiness(
     reporter: tonic_health::server::HealthReporter,
     service: Arc<InferenceService>,
 ) {
-    let mut last = None;
+    let mut readiness = service.watch_readiness();
     loop {
-        let ready = service.is_ready();
-        if last != Some(ready) {
-            let status = if ready {
-                ServingStatus::Serving
-            } else {
-                ServingStatus::NotServing
-            };
-            for name in SERVICE_NAMES {
-                reporter.set_service_status(name, status).await;
-            }
-            last = Some(ready);
+        let status = if *readiness.borrow_and_update() {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        for name in SERVICE_NAMES {
+            reporter.set_service_status(name, status).await;
         }
-        tokio::time::sleep(HEALTH_POLL).await;
+        if readiness.changed().await.is_err() {
+            return;
+        }
     }
 }
 
@@ -164,10 +165,10 @@ pub fn status_of(error: &ServiceError) -> Status {
     status
 }
 
-/// Returns the client's deadline from `grpc-timeout`, less [`DEADLINE_MARGIN`].
+/// Returns the client's deadline from `grpc-timeout`, less [`deadline_margin`].
 pub fn request_timeout<T>(request: &Request<T>) -> Option<Duration> {
     let value = request.metadata().get("grpc-timeout")?.to_str().ok()?;
-    parse_grpc_timeout(value).map(|timeout| timeout.saturating_sub(DEADLINE_MARGIN))
+    parse_grpc_timeout(value).map(|timeout| timeout.saturating_sub(deadline_margin(timeout)))
 }
 
 /// Parses the gRPC wire format of a timeout: up to 8 digits and a unit
@@ -216,6 +217,13 @@ pub async fn with_deadline<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deadline_margin_scales_with_timeout() {
+        assert_eq!(deadline_margin(Duration::from_millis(20)), Duration::from_millis(5));
+        assert_eq!(deadline_margin(Duration::from_millis(300)), Duration::from_millis(30));
+        assert_eq!(deadline_margin(Duration::from_secs(10)), Duration::from_millis(50));
+    }
 
     #[test]
     fn grpc_timeout_units() {
