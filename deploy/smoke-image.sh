@@ -81,11 +81,18 @@ jq -e --argjson want "$photo_index" '[.results[0].classes[].index] | index($want
     || fail "labelled class $photo_index not in the top 5: $body"
 log "memory after loading every model and one request: $(grep -E '^(VmRSS|VmHWM)' "/proc/$pid/status" | tr -s ' \t' ' ' | paste -sd, -)"
 
-if curl -s --max-time 2 --http2-prior-knowledge -o /dev/null "http://127.0.0.1:$grpc_port/" 2>/dev/null; then
-    log "gRPC port answers HTTP/2 (no gRPC client here to classify over it)"
-else
-    log "gRPC port does not answer: this server version opens no gRPC listener"
-fi
+# grpcurl comes from the Triton test environment (scripts/setup-triton.sh).
+grpcurl=$(command -v grpcurl || find "$(dirname "$0")/../.venv-triton" -name grpcurl -type f 2>/dev/null | head -n 1)
+[[ -n "$grpcurl" ]] || fail "grpcurl not found; run scripts/setup-triton.sh or install grpcurl"
+services=$("$grpcurl" -plaintext "127.0.0.1:$grpc_port" list | paste -sd, -)
+log "gRPC services: $services"
+grpc_body=$(jq -n --arg image "$(base64 -w0 "$photo")" \
+    '{model: "efficientnet-lite0-int8", image: $image, top_k: 5}' \
+    | "$grpcurl" -plaintext -d @ "127.0.0.1:$grpc_port" effnet.v1.Classifier/Classify) \
+    || fail "gRPC classify failed"
+log "gRPC classify $photo_file: top-1 $(jq -r '.results[0].classes[0] | "\(.index // 0) \(.label) \(.score)"' <<<"$grpc_body")"
+jq -e --argjson want "$photo_index" '[.results[0].classes[] | (.index // 0)] | index($want) != null' <<<"$grpc_body" >/dev/null \
+    || fail "labelled class $photo_index not in the gRPC top 5: $grpc_body"
 
 log "sending SIGTERM"
 "${podman[@]}" kill --signal TERM "$name" >/dev/null
