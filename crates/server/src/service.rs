@@ -308,7 +308,7 @@ impl InferenceService {
                 }
                 Err(error) => {
                     tracing::error!(model = model.name(), %error, "model failed to load");
-                    model.set_unavailable(format!("failed to load: {error}"));
+                    model.set_unavailable(format!("failed to load: {}", load_failure_reason(&error)));
                 }
             }
         }
@@ -325,13 +325,17 @@ impl InferenceService {
         let deadline = self.deadline(request.timeout);
         let (model, session) = self.models.ready(&request.model)?;
 
-        let preprocessed = tokio::time::timeout_at(deadline, self.preprocess(&model, request.images))
+        let preprocessed = self.preprocess_until(&model, request.images, deadline);
+        let preprocessed = tokio::time::timeout_at(deadline, preprocessed)
             .await
             .map_err(|_| deadline_exceeded(model.name()))??;
-        let (tensors, decode_timings): (Vec<_>, Vec<_>) = preprocessed
+        #[cfg_attr(not(feature = "fault-injection"), expect(unused_mut))]
+        let (mut tensors, decode_timings): (Vec<_>, Vec<_>) = preprocessed
             .into_iter()
             .map(|p| (p.tensor, p.timings))
             .unzip();
+        #[cfg(feature = "fault-injection")]
+        fault::poison(&request.request_id, &mut tensors);
 
         let shadow_inputs = self.sample_shadow(&model).map(|twin| (twin, tensors.clone()));
         let outputs = self.infer(&model, &session, tensors, deadline).await?;
@@ -368,13 +372,29 @@ impl InferenceService {
     /// Decodes and preprocesses encoded images for a model, and records the
     /// time of each image. The Open Inference Protocol's BYTES input calls
     /// this directly because it needs the tensors themselves.
+    ///
+    /// Images still waiting for a decode worker when the default deadline
+    /// passes are not decoded; [`Self::preprocess_until`] takes the
+    /// request's own deadline.
     pub async fn preprocess(
         &self,
         model: &Model,
         images: Vec<Bytes>,
     ) -> Result<Vec<crate::decode::Preprocessed>, ServiceError> {
+        self.preprocess_until(model, images, self.deadline(None)).await
+    }
+
+    /// [`Self::preprocess`] with the request's deadline: an image whose
+    /// decode would start after it fails with `deadline_exceeded` instead.
+    pub async fn preprocess_until(
+        &self,
+        model: &Model,
+        images: Vec<Bytes>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Vec<crate::decode::Preprocessed>, ServiceError> {
         self.check_image_count(images.len())?;
-        let preprocessed = self.decode.preprocess_all(images, preprocess_spec(model)).await?;
+        let spec = preprocess_spec(model);
+        let preprocessed = self.decode.preprocess_all(images, spec, deadline).await?;
         for image in &preprocessed {
             let duration = image.timings.decode + image.timings.preprocess;
             self.metrics.record_preprocess(model.index, duration);
@@ -527,9 +547,25 @@ fn schedule_error(error: effnet_scheduler::ScheduleError) -> ServiceError {
             ServiceError::new(ErrorKind::Unavailable, "cancelled", error.to_string())
         }
         E::UnknownModel { .. } | E::Backend { .. } | E::Panicked { .. } => {
+            // The details (ONNX Runtime messages, panic payloads) may name
+            // files or code; they go to the log, which carries the request id.
             tracing::error!(%error, "inference failed");
-            ServiceError::internal(error.to_string())
+            ServiceError::internal("inference failed; the server logged the cause under this request id")
         }
+    }
+}
+
+/// Why a model failed to load, in words fit for clients: ONNX Runtime's own
+/// messages name the model file's path, so they stay in the log.
+fn load_failure_reason(error: &effnet_engine::Error) -> String {
+    use effnet_engine::Error as E;
+
+    match error {
+        E::Load { .. } => "ONNX Runtime could not read the model file (see the server log)".to_string(),
+        E::Signature { found, expected, .. } => format!("the model has {found}, expected {expected}"),
+        E::Unavailable { reason, .. } => reason.clone(),
+        E::Run { .. } | E::BatchShape { .. } => "the warm-up inference failed (see the server log)".to_string(),
+        E::Library { .. } | E::Environment(_) => "ONNX Runtime is not usable (see the server log)".to_string(),
     }
 }
 
@@ -561,6 +597,9 @@ impl Backend for EngineBackend {
         };
         let session = model.session().map_err(|e| BackendError::new(e.message))?;
 
+        #[cfg(feature = "fault-injection")]
+        fault::check_batch(&inputs);
+
         let count = inputs.len();
         let mut batch = Vec::with_capacity(count * session.image_len());
         for input in inputs {
@@ -574,5 +613,32 @@ impl Backend for EngineBackend {
             .chunks_exact(session.classes())
             .map(<[f32]>::to_vec)
             .collect())
+    }
+}
+
+/// Deterministic failures for the panic-containment tests, compiled only with
+/// the `fault-injection` feature (never in release builds of `scripts/run.sh`).
+///
+/// A batch whose first image tensor is all NaN makes the backend panic. REST
+/// clients cannot send tensors, so a request whose id starts with
+/// [`fault::PANIC_REQUEST_PREFIX`] has its tensors replaced by NaN first.
+#[cfg(feature = "fault-injection")]
+pub mod fault {
+    /// Request ids with this prefix poison their tensors.
+    pub const PANIC_REQUEST_PREFIX: &str = "fault-injection-panic";
+
+    pub fn poison(request_id: &str, tensors: &mut [Vec<f32>]) {
+        if request_id.starts_with(PANIC_REQUEST_PREFIX) {
+            for tensor in tensors {
+                tensor.fill(f32::NAN);
+            }
+        }
+    }
+
+    /// Panics on a batch whose first image tensor is all NaN.
+    pub fn check_batch(inputs: &[Vec<f32>]) {
+        if inputs.first().is_some_and(|first| first.iter().all(|v| v.is_nan())) {
+            panic!("fault injection: batch of {} images starts with an all-NaN tensor", inputs.len());
+        }
     }
 }
