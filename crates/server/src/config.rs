@@ -31,6 +31,26 @@ pub struct Config {
     /// the same variant, at low priority, to measure INT8 drift.
     pub shadow_fraction: f64,
     pub feedback: FeedbackConfig,
+    /// Bearer token that the management endpoints require; `None` leaves
+    /// them open.
+    pub admin_token: Option<AdminToken>,
+    /// Whether `/metrics` also requires the admin token.
+    pub metrics_require_token: bool,
+    /// Certificate and key that both listeners serve TLS with; `None` serves
+    /// plain HTTP and gRPC.
+    pub tls: Option<TlsFiles>,
+}
+
+/// The admin bearer token. Its `Debug` output is redacted, so that logging
+/// the configuration never prints it.
+#[derive(Clone)]
+pub struct AdminToken(String);
+
+/// PEM files of the TLS certificate chain and its private key.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// How long classify results are remembered for `POST /v1/feedback`.
@@ -174,6 +194,11 @@ pub struct FileServer {
     pub shadow_fraction: Option<f64>,
     pub feedback_ttl_ms: Option<u64>,
     pub feedback_capacity: Option<usize>,
+    pub admin_token: Option<String>,
+    pub admin_token_file: Option<PathBuf>,
+    pub metrics_require_token: Option<bool>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -272,6 +297,27 @@ pub struct ServeArgs {
     /// off [default: 100000].
     #[arg(long, env = "EFFNET_FEEDBACK_CAPACITY")]
     pub feedback_capacity: Option<usize>,
+
+    /// Bearer token that management endpoints (GET /v1/config) require
+    /// [default: none, endpoints open].
+    #[arg(long, env = "EFFNET_ADMIN_TOKEN", hide_env_values = true, conflicts_with = "admin_token_file")]
+    pub admin_token: Option<String>,
+
+    /// File whose content (trailing newline removed) is the admin token.
+    #[arg(long, env = "EFFNET_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+
+    /// Require the admin token on /metrics as well [default: false].
+    #[arg(long, env = "EFFNET_METRICS_REQUIRE_TOKEN")]
+    pub metrics_require_token: Option<bool>,
+
+    /// PEM certificate chain: serve HTTPS and gRPC over TLS (needs --tls-key).
+    #[arg(long, env = "EFFNET_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "EFFNET_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 fn parse_precision(value: &str) -> Result<effnet_repository::Precision, String> {
@@ -296,6 +342,47 @@ pub enum ConfigError {
     },
     #[error("invalid setting {name}: {reason}")]
     Invalid { name: &'static str, reason: String },
+    #[error("failed to read the admin token file {path}: {source}")]
+    TokenFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+// === impl AdminToken ===
+
+impl AdminToken {
+    /// Wraps a token; rejects an empty one, which would protect nothing.
+    pub fn new(token: String) -> Result<Self, ConfigError> {
+        if token.is_empty() {
+            return Err(ConfigError::Invalid {
+                name: "admin_token",
+                reason: "is empty".into(),
+            });
+        }
+        Ok(Self(token))
+    }
+
+    /// Compares a presented token in time independent of where they differ:
+    /// both sides are hashed first, so neither the length nor a common
+    /// prefix shows in the timing.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        use sha2::{Digest, Sha256};
+
+        let expected = Sha256::digest(self.0.as_bytes());
+        let presented = Sha256::digest(presented);
+        let difference = expected
+            .iter()
+            .zip(presented.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        std::hint::black_box(difference) == 0
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
 }
 
 // === impl Config ===
@@ -360,6 +447,25 @@ impl Config {
             .or(l.max_request_bytes)
             .unwrap_or(32 * 1024 * 1024);
 
+        let admin_token = admin_token(args, s)?;
+        let metrics_require_token = args
+            .metrics_require_token
+            .or(s.metrics_require_token)
+            .unwrap_or(false);
+        let tls = match (
+            args.tls_cert.clone().or_else(|| s.tls_cert.clone()),
+            args.tls_key.clone().or_else(|| s.tls_key.clone()),
+        ) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError::Invalid {
+                    name: "tls_cert",
+                    reason: "tls_cert and tls_key must be set together".into(),
+                });
+            }
+        };
+
         let config = Self {
             model_repository: args
                 .model_repository
@@ -420,12 +526,21 @@ impl Config {
                     .or(s.feedback_capacity)
                     .unwrap_or(100_000),
             },
+            admin_token,
+            metrics_require_token,
+            tls,
         };
         config.validate()?;
         Ok(config)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if self.metrics_require_token && self.admin_token.is_none() {
+            return Err(ConfigError::Invalid {
+                name: "metrics_require_token",
+                reason: "needs an admin token (admin_token or admin_token_file)".into(),
+            });
+        }
         if !(0.0..=1.0).contains(&self.shadow_fraction) {
             return Err(ConfigError::Invalid {
                 name: "shadow_fraction",
@@ -460,6 +575,29 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// The admin token from the flag, the token file, or the config file, in
+/// that order; a token and a token file together are rejected.
+fn admin_token(args: &ServeArgs, file: &FileServer) -> Result<Option<AdminToken>, ConfigError> {
+    let inline = args.admin_token.clone().or_else(|| file.admin_token.clone());
+    let path = args.admin_token_file.clone().or_else(|| file.admin_token_file.clone());
+    let token = match (inline, path) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::Invalid {
+                name: "admin_token",
+                reason: "set admin_token or admin_token_file, not both".into(),
+            });
+        }
+        (Some(token), None) => token,
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|source| ConfigError::TokenFile { path, source })?;
+            text.trim_end_matches(['\r', '\n']).to_string()
+        }
+        (None, None) => return Ok(None),
+    };
+    AdminToken::new(token).map(Some)
 }
 
 #[cfg(test)]
@@ -577,5 +715,60 @@ mod tests {
             .to_string();
 
         assert!(error.contains("ORT_DYLIB_PATH"), "{error}");
+    }
+
+    #[test]
+    fn admin_token_from_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "s3cret\n").unwrap();
+        let mut args = args();
+        args.admin_token_file = Some(path);
+
+        let config = Config::merge(&args, FileConfig::default(), 2.0).unwrap();
+        let token = config.admin_token.unwrap();
+
+        assert!(token.matches(b"s3cret"));
+        assert!(!token.matches(b"s3cret\n"));
+        assert!(!token.matches(b""));
+    }
+
+    #[test]
+    fn admin_token_is_redacted() {
+        let mut args = args();
+        args.admin_token = Some("s3cret".into());
+
+        let config = Config::merge(&args, FileConfig::default(), 2.0).unwrap();
+
+        assert!(!format!("{config:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn empty_admin_token_is_rejected() {
+        let mut args = args();
+        args.admin_token = Some(String::new());
+
+        let error = Config::merge(&args, FileConfig::default(), 2.0).unwrap_err().to_string();
+
+        assert!(error.contains("admin_token"), "{error}");
+    }
+
+    #[test]
+    fn metrics_token_needs_admin_token() {
+        let mut args = args();
+        args.metrics_require_token = Some(true);
+
+        let error = Config::merge(&args, FileConfig::default(), 2.0).unwrap_err().to_string();
+
+        assert!(error.contains("metrics_require_token"), "{error}");
+    }
+
+    #[test]
+    fn tls_needs_cert_and_key() {
+        let file: FileConfig = toml::from_str("[server]\ntls_cert = \"cert.pem\"\n").unwrap();
+
+        let error = Config::merge(&args(), file, 2.0).unwrap_err().to_string();
+
+        assert!(error.contains("tls_key"), "{error}");
     }
 }

@@ -22,6 +22,7 @@ mod oip;
 mod serve;
 mod service;
 mod shadow;
+mod tls;
 mod topk;
 
 #[derive(Debug, Parser)]

@@ -11,6 +11,7 @@ use crate::{
     config::{Config, LogFormat, ServeArgs},
     grpc, http,
     service::InferenceService,
+    tls,
 };
 
 /// Runs the server until SIGTERM or SIGINT, then drains and exits.
@@ -25,19 +26,24 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (service, engine) = start(config).await?;
     let config = service.config().clone();
 
+    let tls = config.tls.as_ref().map(tls::http_acceptor).transpose()?;
     let http_listener = TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("failed to bind the HTTP address {}", config.http_addr))?;
-    tracing::info!(addr = %http_listener.local_addr()?, "http listening");
+    tracing::info!(addr = %http_listener.local_addr()?, tls = tls.is_some(), "http listening");
 
     let (close_tx, close_rx) = watch::channel(false);
     let http_server = tokio::spawn({
         let router = http::router(service.clone());
         let closed = wait_closed(close_rx.clone());
         async move {
-            axum::serve(http_listener, router)
-                .with_graceful_shutdown(closed)
-                .await
+            match tls {
+                Some(acceptor) => {
+                    tls::serve(http_listener, acceptor, router, closed).await;
+                    Ok(())
+                }
+                None => axum::serve(http_listener, router).with_graceful_shutdown(closed).await,
+            }
         }
     });
 

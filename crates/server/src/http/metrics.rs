@@ -18,9 +18,15 @@ const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Builds the router of the separate metrics listener, which serves `/metrics` only.
 pub fn router(service: Arc<InferenceService>) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .with_state(service)
+    let config = service.config();
+    let route = match config.metrics_require_token {
+        true => get(metrics).route_layer(axum::middleware::from_fn_with_state(
+            config.admin_token.clone(),
+            super::admin::require_token,
+        )),
+        false => get(metrics),
+    };
+    Router::new().route("/metrics", route).with_state(service)
 }
 
 pub async fn metrics(State(service): State<Arc<InferenceService>>) -> impl IntoResponse {

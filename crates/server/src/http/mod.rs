@@ -24,6 +24,7 @@ use crate::{
     service::InferenceService,
 };
 
+mod admin;
 mod classify;
 mod feedback;
 pub mod metrics;
@@ -37,7 +38,13 @@ pub static REQUEST_TIMEOUT: HeaderName = HeaderName::from_static("x-request-time
 
 /// Builds the router of the HTTP port.
 pub fn router(service: Arc<InferenceService>) -> Router {
-    let body_limit = service.config().max_request_bytes;
+    let config = service.config();
+    let body_limit = config.max_request_bytes;
+    let admin = middleware::from_fn_with_state(config.admin_token.clone(), admin::require_token);
+    let metrics = match config.metrics_require_token {
+        true => get(metrics::metrics).route_layer(admin.clone()),
+        false => get(metrics::metrics),
+    };
     Router::new()
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
@@ -45,7 +52,8 @@ pub fn router(service: Arc<InferenceService>) -> Router {
         .route("/v1/models/{model}", get(classify::get_model))
         .route("/v1/models/{model}/classify", post(classify::classify))
         .route("/v1/feedback", post(feedback::feedback))
-        .route("/metrics", get(metrics::metrics))
+        .route("/v1/config", get(admin::config).route_layer(admin))
+        .route("/metrics", metrics)
         .merge(oip::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -86,6 +86,8 @@ pub struct TestServer {
     pub child: Child,
     pub http: SocketAddr,
     pub grpc: Option<SocketAddr>,
+    /// `https` when started with `--tls-cert`, else `http`.
+    pub scheme: &'static str,
     /// Log lines after start-up, for tests that check logging. The mutex
     /// makes the server shareable between a test file's threads.
     pub logs: Mutex<mpsc::Receiver<String>>,
@@ -100,10 +102,11 @@ impl TestServer {
 
     pub fn start_with(extra_args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_effnet-serve"));
+        command.arg("serve");
+        if !extra_args.contains(&"--model-repository") {
+            command.arg("--model-repository").arg(model_repository());
+        }
         command
-            .arg("serve")
-            .arg("--model-repository")
-            .arg(model_repository())
             .arg("--onnxruntime-library")
             .arg(onnxruntime_library())
             .args(["--http-addr", "127.0.0.1:0", "--log-format", "json"])
@@ -148,6 +151,7 @@ impl TestServer {
             child,
             http: http.unwrap(),
             grpc,
+            scheme: if extra_args.contains(&"--tls-cert") { "https" } else { "http" },
             logs: Mutex::new(rx),
         };
         server.wait_ready(Duration::from_secs(300));
@@ -155,11 +159,15 @@ impl TestServer {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.http, path)
+        format!("{}://{}{}", self.scheme, self.http, path)
     }
 
     pub fn wait_ready(&self, timeout: Duration) {
-        let client = reqwest::blocking::Client::new();
+        // Readiness only: the TLS tests check the certificate themselves.
+        let client = reqwest::blocking::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .build()
+            .unwrap();
         let started = Instant::now();
         loop {
             if let Ok(response) = client.get(self.url("/health/ready")).send() {

@@ -1,0 +1,113 @@
+//! The admin token on management endpoints and TLS on the HTTP port,
+//! through real servers.
+
+mod common;
+
+use common::TestServer;
+use reqwest::blocking::Client;
+use serde_json::Value;
+
+const TOKEN: &str = "test-admin-token-3f9c";
+
+fn get(server: &TestServer, path: &str, token: Option<&str>) -> reqwest::blocking::Response {
+    let mut request = Client::new().get(server.url(path));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().unwrap()
+}
+
+#[test]
+fn admin_token_guards_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let server = TestServer::start(&[
+        "--admin-token-file",
+        token_file.to_str().unwrap(),
+        "--metrics-require-token",
+        "true",
+    ]);
+
+    for path in ["/v1/config", "/metrics"] {
+        let missing = get(&server, path, None);
+        assert_eq!(missing.status(), 401, "{path}");
+        assert_eq!(missing.headers()["www-authenticate"], "Bearer", "{path}");
+        let body: Value = missing.json().unwrap();
+        assert_eq!(body["error"]["code"], "unauthorized", "{path}");
+
+        assert_eq!(get(&server, path, Some("wrong")).status(), 401, "{path}");
+        assert_eq!(get(&server, path, Some(TOKEN)).status(), 200, "{path}");
+    }
+
+    // Everything else stays open.
+    assert_eq!(get(&server, "/v1/models", None).status(), 200);
+    assert_eq!(get(&server, "/health/ready", None).status(), 200);
+    let feedback = Client::new()
+        .post(server.url("/v1/feedback"))
+        .json(&serde_json::json!({"request_id": "nope", "true_class": 1}))
+        .send()
+        .unwrap();
+    assert_ne!(feedback.status(), 401);
+}
+
+#[test]
+fn config_hides_the_token() {
+    let server = TestServer::start_with(&[], &[("EFFNET_ADMIN_TOKEN", TOKEN)]);
+
+    let response = get(&server, "/v1/config", Some(TOKEN));
+
+    assert_eq!(response.status(), 200);
+    let text = response.text().unwrap();
+    assert!(!text.contains(TOKEN), "{text}");
+    let config: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(config["server"]["admin_token_set"], true);
+    assert_eq!(config["limits"]["max_images_per_request"], 64);
+    assert!(config["models"]["efficientnet-lite0-fp32"]["max_batch_size"].is_u64());
+
+    let logs = server.logs.lock().unwrap();
+    while let Ok(line) = logs.try_recv() {
+        assert!(!line.contains(TOKEN), "{line}");
+    }
+}
+
+#[test]
+fn config_is_open_without_token() {
+    let server = TestServer::start(&[]);
+
+    assert_eq!(get(&server, "/v1/config", None).status(), 200);
+    assert_eq!(get(&server, "/metrics", None).status(), 200);
+}
+
+#[test]
+fn https_with_trusted_certificate() {
+    let key = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cert_path = dir.path().join("cert.pem");
+    let key_path = dir.path().join("key.pem");
+    std::fs::write(&cert_path, key.cert.pem()).unwrap();
+    std::fs::write(&key_path, key.signing_key.serialize_pem()).unwrap();
+    let server = TestServer::start(&[
+        "--tls-cert",
+        cert_path.to_str().unwrap(),
+        "--tls-key",
+        key_path.to_str().unwrap(),
+    ]);
+    let trusted = Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(key.cert.pem().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let photo = common::sample_image(&common::sample_labels()[0].0);
+
+    let response = trusted
+        .post(server.url("/v1/models/efficientnet-lite0-int8/classify"))
+        .body(photo)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    let untrusted = Client::new().get(server.url("/health/live")).send();
+    assert!(untrusted.is_err(), "a client without the certificate connected");
+    let plain = Client::new().get(format!("http://{}/health/live", server.http)).send();
+    assert!(plain.map_or(true, |r| !r.status().is_success()));
+}
