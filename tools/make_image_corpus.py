@@ -159,6 +159,44 @@ def encode_png(pixels: np.ndarray, color_type: int, interlace: bool = False) -> 
     )
 
 
+def png_bomb(width: int, height: int, rows: int) -> bytes:
+    """A PNG declaring `width` x `height` gray8 whose IDAT inflates to `rows` real zero rows.
+
+    The compressed data is about a thousandth of what it inflates to, as in a
+    decompression bomb; only the header tells a decoder how large it would be.
+    """
+    row = b"\x00" * (width + 1)
+    compressor = zlib.compressobj(9)
+    data = b"".join(compressor.compress(row) for _ in range(rows)) + compressor.flush()
+    return (
+        PNG_SIGNATURE
+        + png_ihdr(width, height, 8, 0, 0)
+        + png_chunk(b"IDAT", data)
+        + png_chunk(b"IEND", b"")
+    )
+
+
+def gif_huge_screen(width: int, height: int) -> bytes:
+    """A GIF whose logical screen is `width` x `height` with a single 1x1 frame."""
+    header = b"GIF89a" + struct.pack("<HHBBB", width, height, 0x80, 0, 0)
+    palette = b"\x00\x00\x00\xff\xff\xff"
+    descriptor = b"\x2c" + struct.pack("<HHHHB", 0, 0, 1, 1, 0)
+    # LZW minimum code size 2; one sub-block: clear, index 0, end of information.
+    pixels = b"\x02\x02\x44\x01\x00"
+    return header + palette + descriptor + pixels + b"\x3b"
+
+
+def webp_huge_canvas(lossy: bytes, width: int, height: int) -> bytes:
+    """Wrap the VP8 chunk of a simple lossy WebP in a VP8X header declaring a larger canvas."""
+    if lossy[12:16] != b"VP8 ":
+        raise ValueError("expected a simple lossy WebP")
+    vp8 = lossy[12:]
+    vp8x = b"VP8X" + struct.pack("<I", 10) + b"\x00\x00\x00\x00"
+    vp8x += (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
+    body = b"WEBP" + vp8x + vp8
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
 def png_header_only(width: int, height: int) -> bytes:
     """Build a PNG that declares `width` x `height` RGB8 but carries almost no pixel data."""
     return (
@@ -192,11 +230,11 @@ def isobmff_ftyp(major_brand: bytes, compatible: list[bytes]) -> bytes:
 # === corpus ===
 
 
-def base_photo(path: Path) -> Image.Image:
-    """Centre-crop the photo to the base aspect ratio and downscale it to the base size."""
+def base_photo(path: Path, size: tuple[int, int]) -> Image.Image:
+    """Centre-crop the photo to the aspect ratio of `size` and downscale it to `size`."""
     with Image.open(path) as image:
         photo = ImageOps.exif_transpose(image).convert("RGB")
-    return ImageOps.fit(photo, (BASE_WIDTH, BASE_HEIGHT), Image.Resampling.LANCZOS)
+    return ImageOps.fit(photo, size, Image.Resampling.LANCZOS)
 
 
 def encode(image: Image.Image, format: str, **options) -> bytes:
@@ -407,6 +445,30 @@ def write_hostile(corpus: Corpus, photo: Image.Image, baseline_jpeg: bytes, png:
         height=100_000,
     )
     corpus.write(
+        "bomb_idat.png",
+        png_bomb(100_000, 100_000, rows=640),
+        "too_large",
+        "PNG declaring 100000x100000 gray with 64 MB of real zero rows deflated in its IDAT",
+        width=100_000,
+        height=100_000,
+    )
+    corpus.write(
+        "huge_screen.gif",
+        gif_huge_screen(65_535, 65_535),
+        "too_large",
+        "GIF with a 65535x65535 logical screen and one 1x1 frame",
+        width=65_535,
+        height=65_535,
+    )
+    corpus.write(
+        "huge_canvas.webp",
+        webp_huge_canvas(encode(photo, "WEBP", quality=90), 20_000, 20_000),
+        "too_large",
+        "WebP whose VP8X header declares a 20000x20000 canvas around a small frame",
+        width=20_000,
+        height=20_000,
+    )
+    corpus.write(
         "wide.png",
         png_header_only(20_000, 300),
         "too_large",
@@ -462,11 +524,11 @@ def check_exif_transpose(data: bytes, upright: Image.Image, tolerance: float) ->
         raise AssertionError(f"exif_transpose differs from the upright photo by {diff:.2f} levels")
 
 
-def make_corpus(photo_path: Path, out_dir: Path) -> None:
+def make_corpus(photo_path: Path, out_dir: Path, size: tuple[int, int]) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     corpus = Corpus(out_dir)
 
-    photo = base_photo(photo_path)
+    photo = base_photo(photo_path, size)
     gray_image = photo.convert("L")
     corpus.reference("rgb.png", photo)
     corpus.reference("gray.png", gray_image)
@@ -550,6 +612,11 @@ def main(argv: list[str]) -> int:
     corpus = commands.add_parser("corpus", help="write the decode corpus and cases.json")
     corpus.add_argument("photo", type=Path, help="sample photo, any format Pillow reads")
     corpus.add_argument("out_dir", type=Path)
+    corpus.add_argument(
+        "--size",
+        default=f"{BASE_WIDTH}x{BASE_HEIGHT}",
+        help="WxH of the base photo, landscape, multiples of 16 (default: %(default)s)",
+    )
 
     reference = commands.add_parser(
         "reference", help="write Pillow preprocessing outputs for PNG copies of the photos"
@@ -568,7 +635,8 @@ def main(argv: list[str]) -> int:
 
     args = parser.parse_args(argv)
     if args.command == "corpus":
-        make_corpus(args.photo, args.out_dir)
+        width, height = (int(side) for side in args.size.split("x"))
+        make_corpus(args.photo, args.out_dir, (width, height))
     else:
         resolutions = args.resolution or [24, 64, 224]
         make_reference(args.out_dir, args.photos, resolutions, args.max_side)
