@@ -16,6 +16,14 @@ cargo build --release --locked --workspace --all-targets
 echo "== cargo test"
 cargo test --release --locked --workspace --no-fail-fast
 
+echo "== panic containment (test-only fault-injection build, debug profile)"
+# A separate profile, so that the release binary run.sh uses never has the feature.
+cargo test --locked -p effnet-serve --features fault-injection --test faults
+
+echo "== fuzz targets, short pass"
+command -v cargo-fuzz > /dev/null || cargo install --locked cargo-fuzz
+bash fuzz/run-short.sh
+
 echo "== load tester smoke run"
 bash loadtest/smoke.sh
 
