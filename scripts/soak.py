@@ -134,6 +134,9 @@ def main() -> int:
     parser.add_argument("--load", type=float, default=0.7, help="fraction of measured capacity (default 0.7)")
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--probe-seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--rate", type=float, help="requests per second; skips the capacity probe (to compare builds)"
+    )
     args = parser.parse_args()
 
     sample = Path(os.environ.get("EFFNET_IMAGENET_SAMPLE", ROOT / "../shared/data/imagenet-sample"))
@@ -158,11 +161,15 @@ def main() -> int:
             raise SystemExit("server not ready after 300 s")
 
         valid, invalid = requests(sample)
-        counts, _ = run_workers(base, args.workers, args.probe_seconds, 0.0, valid, [], 0.0)
-        ok = sum(n for (_, status, _), n in counts.items() if status == 200)
-        capacity = ok / args.probe_seconds
-        rate = capacity * args.load
-        print(f"capacity {capacity:.1f} valid req/s with {args.workers} workers; soak at {rate:.1f} req/s")
+        if args.rate:
+            rate = args.rate
+            print(f"soak at {rate:.1f} req/s")
+        else:
+            counts, _ = run_workers(base, args.workers, args.probe_seconds, 0.0, valid, [], 0.0)
+            ok = sum(n for (_, status, _), n in counts.items() if status == 200)
+            capacity = ok / args.probe_seconds
+            rate = capacity * args.load
+            print(f"capacity {capacity:.1f} valid req/s with {args.workers} workers; soak at {rate:.1f} req/s")
 
         rss_start = rss_kib(server.pid)
         started = time.monotonic()
