@@ -25,6 +25,10 @@ mod shadow;
 mod tls;
 mod topk;
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "effnet-serve", version, about = "Serve EfficientNet-Lite image classifiers over REST and gRPC")]
 struct Cli {
