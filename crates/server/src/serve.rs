@@ -67,9 +67,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             let listener = TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("failed to bind the gRPC address {addr}"))?;
-            tracing::info!(addr = %listener.local_addr()?, "grpc listening");
+            let identity = config.tls.as_ref().map(tls::grpc_identity).transpose()?;
+            tracing::info!(addr = %listener.local_addr()?, tls = identity.is_some(), "grpc listening");
             let closed = wait_closed(close_rx.clone());
-            Some(tokio::spawn(grpc::serve(listener, service.clone(), closed)))
+            Some(tokio::spawn(grpc::serve(listener, service.clone(), identity, closed)))
         }
         None => None,
     };

@@ -1,6 +1,6 @@
-//! Optional TLS for the HTTP listeners: the rustls configuration from PEM
-//! files, and an accept loop that serves an axum router over TLS with the
-//! same graceful shutdown as `axum::serve`.
+//! Optional TLS for the listeners: the rustls configuration from PEM files,
+//! an accept loop that serves an axum router over TLS with the same graceful
+//! shutdown as `axum::serve`, and the identity that tonic serves gRPC with.
 //!
 //! rustls runs on the `ring` provider, the same one tonic's `tls-ring`
 //! feature uses for gRPC, so the build carries one crypto library.
@@ -38,6 +38,11 @@ pub enum TlsError {
     },
     #[error("invalid TLS certificate or key: {0}")]
     Config(#[from] rustls::Error),
+    #[error("failed to read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// Reads the PEM certificate chain and private key.
@@ -75,6 +80,19 @@ pub fn http_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, TlsError> {
         .with_single_cert(certs, key)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The certificate and key for tonic's TLS on the gRPC listener, checked
+/// with the same PEM parser as the HTTP listener's.
+pub fn grpc_identity(files: &TlsFiles) -> Result<tonic::transport::Identity, TlsError> {
+    load_pem(files)?;
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|source| TlsError::Read {
+            path: path.display().to_string(),
+            source,
+        })
+    };
+    Ok(tonic::transport::Identity::from_pem(read(&files.cert)?, read(&files.key)?))
 }
 
 /// Serves `router` over TLS until `closed` resolves, then waits for open

@@ -79,28 +79,46 @@ fn config_is_open_without_token() {
     assert_eq!(get(&server, "/metrics", None).status(), 200);
 }
 
+/// A self-signed certificate for `localhost`, written as PEM files.
+struct SelfSigned {
+    cert_pem: String,
+    dir: tempfile::TempDir,
+}
+
+impl SelfSigned {
+    fn new() -> Self {
+        let key = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("cert.pem"), key.cert.pem()).unwrap();
+        std::fs::write(dir.path().join("key.pem"), key.signing_key.serialize_pem()).unwrap();
+        Self {
+            cert_pem: key.cert.pem(),
+            dir,
+        }
+    }
+
+    fn start_server(&self, extra_args: &[&str]) -> TestServer {
+        let cert = self.dir.path().join("cert.pem");
+        let key = self.dir.path().join("key.pem");
+        let mut args = vec!["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()];
+        args.extend_from_slice(extra_args);
+        TestServer::start(&args)
+    }
+}
+
 #[test]
 fn https_with_trusted_certificate() {
-    let key = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let cert_path = dir.path().join("cert.pem");
-    let key_path = dir.path().join("key.pem");
-    std::fs::write(&cert_path, key.cert.pem()).unwrap();
-    std::fs::write(&key_path, key.signing_key.serialize_pem()).unwrap();
-    let server = TestServer::start(&[
-        "--tls-cert",
-        cert_path.to_str().unwrap(),
-        "--tls-key",
-        key_path.to_str().unwrap(),
-    ]);
+    let certificate = SelfSigned::new();
+    let server = certificate.start_server(&[]);
     let trusted = Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(key.cert.pem().as_bytes()).unwrap())
+        .add_root_certificate(reqwest::Certificate::from_pem(certificate.cert_pem.as_bytes()).unwrap())
+        .resolve("localhost", server.http)
         .build()
         .unwrap();
     let photo = common::sample_image(&common::sample_labels()[0].0);
 
     let response = trusted
-        .post(server.url("/v1/models/efficientnet-lite0-int8/classify"))
+        .post(format!("https://localhost:{}/v1/models/efficientnet-lite0-int8/classify", server.http.port()))
         .body(photo)
         .send()
         .unwrap();
@@ -110,4 +128,43 @@ fn https_with_trusted_certificate() {
     assert!(untrusted.is_err(), "a client without the certificate connected");
     let plain = Client::new().get(format!("http://{}/health/live", server.http)).send();
     assert!(plain.map_or(true, |r| !r.status().is_success()));
+}
+
+#[test]
+fn grpc_with_trusted_certificate() {
+    use effnet_proto::inference::{ServerLiveRequest, grpc_inference_service_client::GrpcInferenceServiceClient};
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+
+    let certificate = SelfSigned::new();
+    let server = certificate.start_server(&["--grpc-addr", "127.0.0.1:0"]);
+    let addr = server.grpc.unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+
+    let live = runtime.block_on(async {
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&certificate.cert_pem))
+            .domain_name("localhost");
+        let channel = Channel::from_shared(format!("https://{addr}"))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        GrpcInferenceServiceClient::new(channel).server_live(ServerLiveRequest {}).await
+    });
+    assert!(live.unwrap().into_inner().live);
+
+    let plain = runtime.block_on(async {
+        Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .map(|channel| GrpcInferenceServiceClient::new(channel))
+    });
+    let plain_call = match plain {
+        Ok(mut client) => runtime.block_on(client.server_live(ServerLiveRequest {})).is_ok(),
+        Err(_) => false,
+    };
+    assert!(!plain_call, "plain gRPC reached the TLS listener");
 }

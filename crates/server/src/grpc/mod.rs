@@ -52,6 +52,7 @@ const ERROR_CODE_KEY: &str = "effnet-error-code";
 pub async fn serve(
     listener: TcpListener,
     service: Arc<InferenceService>,
+    tls: Option<tonic::transport::Identity>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let max_message = service.config().max_request_bytes;
@@ -73,7 +74,11 @@ pub async fn serve(
     // Without TCP_NODELAY, Nagle's algorithm holds back the last segment of
     // a response until the client's delayed ACK, adding tens of ms per call.
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let result = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(identity) = tls {
+        builder = builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
+    }
+    let result = builder
         .initial_stream_window_size(FLOW_CONTROL_WINDOW)
         .initial_connection_window_size(FLOW_CONTROL_WINDOW)
         .layer(tower::util::MapResponseLayer::new(
