@@ -66,18 +66,6 @@ impl ServiceError {
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Internal, "internal", message)
     }
-
-    /// Whether the client caused the error (4xx) rather than the server.
-    pub fn is_client_error(&self) -> bool {
-        matches!(
-            self.kind,
-            ErrorKind::InvalidArgument
-                | ErrorKind::NotFound
-                | ErrorKind::PayloadTooLarge
-                | ErrorKind::UnsupportedMediaType
-                | ErrorKind::Unprocessable
-        )
-    }
 }
 
 impl From<effnet_imaging::ImageError> for ServiceError {

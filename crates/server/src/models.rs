@@ -163,10 +163,6 @@ impl ModelRegistry {
         self.models.iter()
     }
 
-    pub fn len(&self) -> usize {
-        self.models.len()
-    }
-
     pub fn get(&self, index: usize) -> Option<&Arc<Model>> {
         self.models.get(index)
     }

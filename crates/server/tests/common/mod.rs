@@ -116,6 +116,7 @@ impl TestServer {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut child = command.spawn().expect("failed to start effnet-serve");
+        kill_at_exit(child.id());
 
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
@@ -192,7 +193,34 @@ impl TestServer {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
+        let pid = self.child.id();
+        RUNNING.lock().unwrap_or_else(|e| e.into_inner()).retain(|&p| p != pid);
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Servers still running when the test binary exits.
+static RUNNING: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// Registers a server to be killed when the test process exits. A server
+/// kept in a `static` is never dropped, so without this it would outlive
+/// the test binary.
+fn kill_at_exit(pid: u32) {
+    static REGISTER: std::sync::Once = std::sync::Once::new();
+    REGISTER.call_once(|| {
+        // SAFETY: `kill_running` is a plain `extern "C"` function that only
+        // locks a mutex and sends signals.
+        unsafe { libc::atexit(kill_running) };
+    });
+    RUNNING.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+}
+
+extern "C" fn kill_running() {
+    let pids = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+    for &pid in pids.iter() {
+        // SAFETY: sending a signal has no memory-safety preconditions; a
+        // process that already exited makes it fail harmlessly.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
     }
 }
