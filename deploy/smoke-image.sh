@@ -82,11 +82,11 @@ jq -e --argjson want "$photo_index" '[.results[0].classes[].index] | index($want
 log "memory after loading every model and one request: $(grep -E '^(VmRSS|VmHWM)' "/proc/$pid/status" | tr -s ' \t' ' ' | paste -sd, -)"
 
 # grpcurl comes from the Triton test environment (scripts/setup-triton.sh).
-grpcurl=$(command -v grpcurl || find "$(dirname "$0")/../.venv-triton" -name grpcurl -type f 2>/dev/null | head -n 1)
+grpcurl=$(command -v grpcurl || find -L "$(dirname "$0")/../.venv-triton" -name grpcurl -type f 2>/dev/null | head -n 1)
 [[ -n "$grpcurl" ]] || fail "grpcurl not found; run scripts/setup-triton.sh or install grpcurl"
 services=$("$grpcurl" -plaintext "127.0.0.1:$grpc_port" list | paste -sd, -)
 log "gRPC services: $services"
-grpc_body=$(jq -n --arg image "$(base64 -w0 "$photo")" \
+grpc_body=$(jq -n --rawfile image <(base64 -w0 "$photo") \
     '{model: "efficientnet-lite0-int8", image: $image, top_k: 5}' \
     | "$grpcurl" -plaintext -d @ "127.0.0.1:$grpc_port" effnet.v1.Classifier/Classify) \
     || fail "gRPC classify failed"
