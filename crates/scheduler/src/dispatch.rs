@@ -82,38 +82,34 @@ impl<B: Backend> Inner<B> {
             panic::catch_unwind(AssertUnwindSafe(|| self.backend.run_batch(model, inputs)));
         let inference = started.elapsed();
 
-        let failure = match result {
-            Ok(Ok(outputs)) if outputs.len() == size => {
-                deliver(&segments, outputs, inference, size);
-                None
-            }
-            Ok(Ok(outputs)) => Some(ScheduleError::Backend {
+        let outcome = match result {
+            Ok(Ok(outputs)) if outputs.len() == size => Ok(outputs),
+            Ok(Ok(outputs)) => Err(ScheduleError::Backend {
                 model: Arc::clone(name),
                 message: format!(
                     "backend returned {} outputs for {size} inputs",
                     outputs.len()
                 ),
             }),
-            Ok(Err(error)) => Some(ScheduleError::Backend {
+            Ok(Err(error)) => Err(ScheduleError::Backend {
                 model: Arc::clone(name),
                 message: error.to_string(),
             }),
-            Err(payload) => Some(ScheduleError::Panicked {
+            Err(payload) => Err(ScheduleError::Panicked {
                 model: Arc::clone(name),
                 message: panic_message(payload.as_ref()),
             }),
         };
 
-        match &failure {
-            None => self.observer.batch_executed(model, size, inference),
-            Some(failure) => {
+        // The observer hears of the batch before any caller gets its result,
+        // so a caller that sees its response also sees it counted.
+        match &outcome {
+            Ok(_) => self.observer.batch_executed(model, size, inference),
+            Err(failure) => {
                 if matches!(failure, ScheduleError::Panicked { .. }) {
                     error!(model = %name, size, error = %failure, "backend panicked");
                 } else {
                     warn!(model = %name, size, error = %failure, "backend call failed");
-                }
-                for segment in &segments {
-                    segment.slot.fail(failure.clone());
                 }
                 self.observer.batch_failed(model, size);
             }
@@ -123,6 +119,19 @@ impl<B: Backend> Inner<B> {
                 self.observer.entry_finished(model, segment.queue_wait);
             }
         }
+
+        let failure = match outcome {
+            Ok(outputs) => {
+                deliver(&segments, outputs, inference, size);
+                None
+            }
+            Err(failure) => {
+                for segment in &segments {
+                    segment.slot.fail(failure.clone());
+                }
+                Some(failure)
+            }
+        };
 
         let mut state = self.lock_state();
         state.finish_batch(model, size, inference, &*self.observer);
