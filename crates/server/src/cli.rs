@@ -9,7 +9,7 @@ use bytes::Bytes;
 use crate::{
     config::{Config, ServeArgs},
     serve,
-    service::{ClassifyRequest, InferenceService, Protocol},
+    service::{ClassifyRequest, InferenceService},
 };
 
 #[derive(Debug, clap::Args)]
@@ -60,7 +60,6 @@ pub async fn classify(args: ClassifyArgs) -> anyhow::Result<()> {
                 top_k: args.top_k,
                 timeout: None,
                 request_id: crate::service::new_request_id(),
-                protocol: Protocol::Rest,
             })
             .await
             .with_context(|| format!("failed to classify {}", file.display()))?;
@@ -105,7 +104,6 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
                     top_k: 1,
                     timeout: None,
                     request_id: String::new(),
-                    protocol: Protocol::Rest,
                 })
                 .await?;
             let timings = outcome.images[0].timings;

@@ -149,7 +149,7 @@ pub struct ModelOverride {
 // === impl ModelsConfig ===
 
 impl ModelsConfig {
-    /// The settings of one model: its overrides on top of the defaults.
+    /// Returns the settings of one model: its overrides on top of the defaults.
     pub fn for_model(&self, name: &str) -> ModelSettings {
         let base = self.default;
         let Some(o) = self.overrides.get(name) else {

@@ -1,4 +1,4 @@
-//! The set of models this server knows: every manifest of the repository,
+//! The set of models this server serves: every manifest of the repository,
 //! its load state, and the name resolution every API uses.
 //!
 //! Model names from requests are only ever compared against this set; they
@@ -18,7 +18,7 @@ use crate::{
     error::{ErrorKind, ServiceError},
 };
 
-/// Where a model is in its life cycle.
+/// Life-cycle state of a model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModelState {
     Loading,
@@ -81,7 +81,7 @@ impl Model {
         *self.load_duration.read().expect("model state lock poisoned")
     }
 
-    /// The loaded session, or the reason the model cannot serve.
+    /// Returns the loaded session, or the reason the model cannot serve.
     pub fn session(&self) -> Result<Arc<ModelSession>, ServiceError> {
         let state = self.state();
         match (&state, self.session.read().expect("model state lock poisoned").as_ref()) {
@@ -187,14 +187,14 @@ impl ModelRegistry {
         Ok((model.clone(), session))
     }
 
-    /// Whether every model that can be served has finished loading.
+    /// Returns whether every model that can be served has finished loading.
     pub fn all_loaded(&self) -> bool {
         self.models
             .iter()
             .all(|m| m.state() != ModelState::Loading)
     }
 
-    /// The alias names (`efficientnet-lite0`) with the model they resolve to.
+    /// Lists the alias names (`efficientnet-lite0`) with the model each resolves to.
     pub fn aliases(&self) -> Vec<(String, String)> {
         let suffix = format!("-{}", self.default_precision);
         self.by_name

@@ -58,7 +58,6 @@ pub struct ClassifyRequest {
     /// The client's deadline; the configured default applies when `None`.
     pub timeout: Option<Duration>,
     pub request_id: String,
-    pub protocol: Protocol,
 }
 
 pub struct ClassifyOutcome {

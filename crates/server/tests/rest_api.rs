@@ -10,7 +10,7 @@ use common::TestServer;
 use reqwest::blocking::{Client, multipart};
 use serde_json::Value;
 
-/// One server shared by the tests of this file.
+/// Returns the one server that the tests of this file share.
 fn server() -> &'static TestServer {
     static SERVER: OnceLock<TestServer> = OnceLock::new();
     SERVER.get_or_init(|| TestServer::start(&["--max-request-bytes", "4000000"]))
@@ -18,7 +18,7 @@ fn server() -> &'static TestServer {
 
 const LITE0: &str = "/v1/models/efficientnet-lite0-fp32/classify";
 
-/// A sample photo and its class index.
+/// Returns a sample photo and its class index.
 fn photo() -> (Vec<u8>, usize) {
     let (file, index) = common::sample_labels()
         .into_iter()
@@ -60,7 +60,8 @@ fn raw_jpeg_body_is_classified() {
     assert_eq!(classes[0]["label"], "great_white_shark");
     assert!(classes[0]["wnid"].as_str().unwrap().starts_with('n'));
     let score = classes[0]["score"].as_f64().unwrap();
-    assert!(score > 0.3 && score <= 1.0, "{score}");
+    assert!(score > 0.3, "{score}");
+    assert!(score <= 1.0, "{score}");
     assert!(body["results"][0]["timings_ms"]["inference"].as_f64().unwrap() > 0.0);
 }
 

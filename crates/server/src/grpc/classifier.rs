@@ -80,7 +80,6 @@ impl Classifier {
                 top_k: top_k as usize,
                 timeout,
                 request_id,
-                protocol: Protocol::GrpcClassify,
             })
             .await
     }

@@ -136,7 +136,6 @@ async fn classify_request(
             top_k,
             timeout,
             request_id: request_id.clone(),
-            protocol: Protocol::Rest,
         })
         .await?;
     if let Some(classes) = &true_classes {

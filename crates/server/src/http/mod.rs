@@ -61,12 +61,15 @@ pub fn router(service: Arc<InferenceService>) -> Router {
         .with_state(service)
 }
 
+/// Liveness: always 200 while the process serves HTTP, never touching the
+/// inference queue. Shared by `/health/live` and `/v2/health/live`.
 async fn live() -> Json<serde_json::Value> {
     Json(json!({ "live": true }))
 }
 
-/// Ready only when every available model is loaded and warmed up, and the
-/// server is not draining.
+/// Reports readiness: 200 only when every available model is loaded and
+/// warmed up and the server is not draining, else 503. Shared by
+/// `/health/ready` and `/v2/health/ready`.
 async fn ready(State(service): State<Arc<InferenceService>>) -> Response {
     let ready = service.is_ready();
     let status = if ready {

@@ -22,7 +22,7 @@ use serde::{
 };
 use serde_json::{Value, json};
 
-use super::{RequestId, status_of, with_retry_after};
+use super::{RequestId, live, ready, status_of, with_retry_after};
 use crate::{
     error::{ErrorKind, ServiceError},
     metrics::StatDuration,
@@ -96,20 +96,6 @@ async fn server_metadata() -> Json<Value> {
         "version": env!("CARGO_PKG_VERSION"),
         "extensions": oip::EXTENSIONS,
     }))
-}
-
-async fn live() -> Json<Value> {
-    Json(json!({ "live": true }))
-}
-
-async fn ready(State(service): State<Arc<InferenceService>>) -> Response {
-    let ready = service.is_ready();
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, Json(json!({ "ready": ready }))).into_response()
 }
 
 async fn model_ready(

@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// The model repository built by `scripts/build-models.sh`.
+/// Returns the model repository that `scripts/build-models.sh` built.
 pub fn model_repository() -> PathBuf {
     let path = std::env::var_os("EFFNET_MODEL_REPOSITORY")
         .map(PathBuf::from)
@@ -25,7 +25,7 @@ pub fn model_repository() -> PathBuf {
     path
 }
 
-/// The shared sample: `images/`, `labels.tsv` (file, index, wnid).
+/// Returns the labelled sample folder: `images/` and `labels.tsv` (file, index, wnid).
 pub fn imagenet_sample() -> PathBuf {
     let path = std::env::var_os("EFFNET_IMAGENET_SAMPLE")
         .map(PathBuf::from)
