@@ -10,6 +10,10 @@ bash scripts/build-models.sh
 # shellcheck source=env.sh
 source scripts/env.sh
 
+echo "== rustfmt and clippy"
+cargo fmt --all --check
+cargo clippy --release --locked --workspace --all-targets -- -D warnings
+
 echo "== cargo build"
 cargo build --release --locked --workspace --all-targets
 

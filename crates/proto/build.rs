@@ -14,7 +14,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .bytes(".")
         .file_descriptor_set_path(out_dir.join("effnet_descriptor.bin"))
-        .compile_protos(&[root.join("effnet/v1/classifier.proto")], &[root.clone()])?;
+        .compile_protos(
+            &[root.join("effnet/v1/classifier.proto")],
+            std::slice::from_ref(&root),
+        )?;
 
     let triton = root.join("triton");
     tonic_prost_build::configure()

@@ -152,7 +152,9 @@ impl Workload {
                 request.model = self.model_name(model).to_string();
                 let mut client = ClassifierClient::new(channel.clone());
                 match client.classify(request).await {
-                    Ok(response) => protocol::check_classify(response.get_ref()).map_err(str::to_string),
+                    Ok(response) => {
+                        protocol::check_classify(response.get_ref()).map_err(str::to_string)
+                    }
                     Err(status) => Err(grpc_kind(&status)),
                 }
             }

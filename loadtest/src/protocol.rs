@@ -12,9 +12,7 @@
 use bytes::Bytes;
 use effnet_proto::{
     effnet::v1::{ClassifyRequest, ClassifyResponse},
-    inference::{
-        ModelInferRequest, ModelInferResponse, model_infer_request::InferInputTensor,
-    },
+    inference::{ModelInferRequest, ModelInferResponse, model_infer_request::InferInputTensor},
 };
 use serde_json::json;
 
@@ -368,7 +366,10 @@ mod tests {
         assert_eq!(request.inputs[0].datatype, "FP32");
         assert_eq!(request.inputs[0].shape, vec![1, 3, 1, 1]);
         assert_eq!(request.raw_input_contents[0].len(), 12);
-        assert_eq!(&request.raw_input_contents[0][4..8], &(-2.0f32).to_le_bytes());
+        assert_eq!(
+            &request.raw_input_contents[0][4..8],
+            &(-2.0f32).to_le_bytes()
+        );
     }
 
     #[test]
@@ -379,7 +380,9 @@ mod tests {
         };
 
         assert!(check_model_infer(&response).is_err());
-        response.raw_output_contents.push(Bytes::from_static(&[0; 4]));
+        response
+            .raw_output_contents
+            .push(Bytes::from_static(&[0; 4]));
         assert_eq!(check_model_infer(&response), Ok(()));
         assert!(check_model_infer(&ModelInferResponse::default()).is_err());
     }

@@ -72,7 +72,8 @@ struct SweepResult {
 }
 
 pub fn sweep(args: SweepArgs) -> anyhow::Result<()> {
-    if !(args.p99_target_ms > 0.0) {
+    // Rejects NaN as well.
+    if args.p99_target_ms.is_nan() || args.p99_target_ms <= 0.0 {
         bail!("--p99-target-ms must be positive");
     }
     let prepared = crate::prepare(&args.load)?;
@@ -98,7 +99,7 @@ pub fn sweep(args: SweepArgs) -> anyhow::Result<()> {
             (probe.total.throughput, Some(probe.total.throughput))
         }
     };
-    if !(high > 0.0) {
+    if high.is_nan() || high <= 0.0 {
         bail!("no request succeeded in the closed-loop probe");
     }
 

@@ -47,13 +47,11 @@ pub fn resolve(target: &str, allow_remote: bool) -> Result<SocketAddr, TargetErr
         });
     };
 
-    if !allow_remote {
-        if let Some(&addr) = addrs.iter().find(|a| !a.ip().is_loopback()) {
-            return Err(TargetError::NotLoopback {
-                target: target.to_string(),
-                addr,
-            });
-        }
+    if !allow_remote && let Some(&addr) = addrs.iter().find(|a| !a.ip().is_loopback()) {
+        return Err(TargetError::NotLoopback {
+            target: target.to_string(),
+            addr,
+        });
     }
     Ok(first)
 }

@@ -153,7 +153,7 @@ impl Engine {
         };
         Session::builder(&self.environment)
             .and_then(|b| Ok(b.with_optimization_level(GraphOptimizationLevel::All)?))
-            .and_then(|mut b| Ok(b.commit_from_file(path)?))
+            .and_then(|mut b| b.commit_from_file(path))
             .map_err(|e| load_error(e.to_string()))
     }
 }
@@ -183,7 +183,7 @@ impl ModelSession {
     /// the result holds `n * classes` logits in the same order.
     pub fn run(&self, batch: Vec<f32>) -> Result<Vec<f32>, Error> {
         let per_image = self.image_len();
-        if batch.is_empty() || batch.len() % per_image != 0 {
+        if batch.is_empty() || !batch.len().is_multiple_of(per_image) {
             return Err(Error::BatchShape {
                 model: self.name.clone(),
                 len: batch.len(),

@@ -38,9 +38,13 @@ impl Labels {
                 continue;
             }
             let mut fields = line.splitn(3, '\t');
-            let (Some(index), Some(wnid), Some(name)) = (fields.next(), fields.next(), fields.next())
+            let (Some(index), Some(wnid), Some(name)) =
+                (fields.next(), fields.next(), fields.next())
             else {
-                return Err(invalid(format!("line {} has fewer than 3 fields", line_no + 1)));
+                return Err(invalid(format!(
+                    "line {} has fewer than 3 fields",
+                    line_no + 1
+                )));
             };
             if index.parse::<usize>().ok() != Some(labels.len()) {
                 return Err(invalid(format!(

@@ -83,7 +83,11 @@ fn name_must_match_directory() {
 #[test]
 fn class_count_must_match_labels() {
     let root = write_repo(&[("efficientnet-lite0-fp32", "available", Some("model.onnx"))]);
-    fs::write(root.path().join("labels.tsv"), "index\twnid\tname\n0\tn01440764\ttench\n").unwrap();
+    fs::write(
+        root.path().join("labels.tsv"),
+        "index\twnid\tname\n0\tn01440764\ttench\n",
+    )
+    .unwrap();
 
     let err = Repository::open(root.path()).unwrap_err().to_string();
 

@@ -29,7 +29,11 @@ fn main() {
         .map(|entry| entry.expect("directory entry").path())
         .collect();
     files.sort();
-    let images: Vec<Vec<u8>> = files.iter().take(50).map(|f| std::fs::read(f).expect("image")).collect();
+    let images: Vec<Vec<u8>> = files
+        .iter()
+        .take(50)
+        .map(|f| std::fs::read(f).expect("image"))
+        .collect();
 
     let endpoint = format!("{url}/v1/models/{model}/classify");
     let latencies = Mutex::new(Vec::with_capacity(count));
@@ -43,7 +47,11 @@ fn main() {
                     let body = images[i % images.len()].clone();
                     let start = Instant::now();
                     let response = http.post(endpoint).body(body).send().expect("request sent");
-                    assert!(response.status().is_success(), "status {}", response.status());
+                    assert!(
+                        response.status().is_success(),
+                        "status {}",
+                        response.status()
+                    );
                     let _ = response.bytes();
                     latencies.lock().unwrap().push(start.elapsed());
                 }

@@ -49,10 +49,14 @@ pub struct BenchArgs {
 }
 
 pub async fn classify(args: ClassifyArgs) -> anyhow::Result<()> {
-    let service = start_offline(&args.serve, |name| name == args.model || name.starts_with(&format!("{}-", args.model))).await?;
+    let service = start_offline(&args.serve, |name| {
+        name == args.model || name.starts_with(&format!("{}-", args.model))
+    })
+    .await?;
 
     for file in &args.files {
-        let bytes = std::fs::read(file).with_context(|| format!("failed to read {}", file.display()))?;
+        let bytes =
+            std::fs::read(file).with_context(|| format!("failed to read {}", file.display()))?;
         let outcome = service
             .classify(ClassifyRequest {
                 model: args.model.clone(),
@@ -66,7 +70,10 @@ pub async fn classify(args: ClassifyArgs) -> anyhow::Result<()> {
 
         println!("{} ({})", file.display(), outcome.model.name());
         for class in &outcome.images[0].classes {
-            println!("  {:>7.4}  {:>4}  {}  {}", class.score, class.index, class.wnid, class.label);
+            println!(
+                "  {:>7.4}  {:>4}  {}  {}",
+                class.score, class.index, class.wnid, class.label
+            );
         }
     }
     Ok(())

@@ -300,7 +300,12 @@ pub struct ServeArgs {
 
     /// Bearer token that management endpoints (GET /v1/config) require
     /// [default: none, endpoints open].
-    #[arg(long, env = "EFFNET_ADMIN_TOKEN", hide_env_values = true, conflicts_with = "admin_token_file")]
+    #[arg(
+        long,
+        env = "EFFNET_ADMIN_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "admin_token_file"
+    )]
     pub admin_token: Option<String>,
 
     /// File whose content (trailing newline removed) is the admin token.
@@ -324,7 +329,9 @@ fn parse_precision(value: &str) -> Result<effnet_repository::Precision, String> 
     match value {
         "fp32" => Ok(effnet_repository::Precision::Fp32),
         "int8" => Ok(effnet_repository::Precision::Int8),
-        other => Err(format!("invalid precision {other:?}; expected fp32 or int8")),
+        other => Err(format!(
+            "invalid precision {other:?}; expected fp32 or int8"
+        )),
     }
 }
 
@@ -412,7 +419,10 @@ impl Config {
         let cores = (cpu_budget.ceil() as usize).max(1);
 
         let threads = ThreadConfig {
-            intra_op_threads: args.intra_op_threads.or(s.intra_op_threads).unwrap_or(cores),
+            intra_op_threads: args
+                .intra_op_threads
+                .or(s.intra_op_threads)
+                .unwrap_or(cores),
             batch_workers: args
                 .batch_workers
                 .or(s.batch_workers)
@@ -580,8 +590,14 @@ impl Config {
 /// The admin token from the flag, the token file, or the config file, in
 /// that order; a token and a token file together are rejected.
 fn admin_token(args: &ServeArgs, file: &FileServer) -> Result<Option<AdminToken>, ConfigError> {
-    let inline = args.admin_token.clone().or_else(|| file.admin_token.clone());
-    let path = args.admin_token_file.clone().or_else(|| file.admin_token_file.clone());
+    let inline = args
+        .admin_token
+        .clone()
+        .or_else(|| file.admin_token.clone());
+    let path = args
+        .admin_token_file
+        .clone()
+        .or_else(|| file.admin_token_file.clone());
     let token = match (inline, path) {
         (Some(_), Some(_)) => {
             return Err(ConfigError::Invalid {
@@ -630,10 +646,9 @@ mod tests {
 
     #[test]
     fn flags_override_file() {
-        let file: FileConfig = toml::from_str(
-            "[server]\nintra_op_threads = 3\nhttp_addr = \"127.0.0.1:9000\"\n",
-        )
-        .unwrap();
+        let file: FileConfig =
+            toml::from_str("[server]\nintra_op_threads = 3\nhttp_addr = \"127.0.0.1:9000\"\n")
+                .unwrap();
         let mut args = args();
         args.intra_op_threads = Some(5);
 
@@ -681,7 +696,10 @@ mod tests {
 
         let error = Config::merge(&args(), file, 2.0).unwrap_err().to_string();
 
-        assert!(error.contains("queue_limit 8 is below max_batch_size 32"), "{error}");
+        assert!(
+            error.contains("queue_limit 8 is below max_batch_size 32"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -689,7 +707,9 @@ mod tests {
         let mut args = args();
         args.shadow_fraction = Some(1.5);
 
-        let error = Config::merge(&args, FileConfig::default(), 2.0).unwrap_err().to_string();
+        let error = Config::merge(&args, FileConfig::default(), 2.0)
+            .unwrap_err()
+            .to_string();
 
         assert!(error.contains("shadow_fraction"), "{error}");
     }
@@ -748,7 +768,9 @@ mod tests {
         let mut args = args();
         args.admin_token = Some(String::new());
 
-        let error = Config::merge(&args, FileConfig::default(), 2.0).unwrap_err().to_string();
+        let error = Config::merge(&args, FileConfig::default(), 2.0)
+            .unwrap_err()
+            .to_string();
 
         assert!(error.contains("admin_token"), "{error}");
     }
@@ -758,7 +780,9 @@ mod tests {
         let mut args = args();
         args.metrics_require_token = Some(true);
 
-        let error = Config::merge(&args, FileConfig::default(), 2.0).unwrap_err().to_string();
+        let error = Config::merge(&args, FileConfig::default(), 2.0)
+            .unwrap_err()
+            .to_string();
 
         assert!(error.contains("metrics_require_token"), "{error}");
     }

@@ -70,11 +70,15 @@ pub enum FeedbackError {
         ttl_s: f64,
         capacity: usize,
     },
-    #[error("request id {request_id:?} expired: feedback is accepted for {ttl_s} s after the response")]
+    #[error(
+        "request id {request_id:?} expired: feedback is accepted for {ttl_s} s after the response"
+    )]
     Expired { request_id: String, ttl_s: f64 },
     #[error("feedback for request id {request_id:?} was already counted")]
     AlreadyCounted { request_id: String },
-    #[error("request id {request_id:?} classified {images} images but {classes} true classes were sent")]
+    #[error(
+        "request id {request_id:?} classified {images} images but {classes} true classes were sent"
+    )]
     ClassCount {
         request_id: String,
         images: usize,
@@ -177,13 +181,17 @@ impl FeedbackStore {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Drops entries beyond the capacity, then expired ones, oldest first.
     fn evict(&self, inner: &mut Inner, now: Instant) {
         while inner.entries.len() > self.config.capacity {
-            let Some((id, generation)) = inner.order.pop_front() else { break };
+            let Some((id, generation)) = inner.order.pop_front() else {
+                break;
+            };
             inner.remove_if_current(&id, generation);
         }
         self.evict_expired_front(inner, now);
@@ -215,7 +223,11 @@ impl FeedbackStore {
 
 impl Inner {
     fn remove_if_current(&mut self, id: &str, generation: u64) {
-        if self.entries.get(id).is_some_and(|e| e.generation == generation) {
+        if self
+            .entries
+            .get(id)
+            .is_some_and(|e| e.generation == generation)
+        {
             self.entries.remove(id);
         }
     }
@@ -227,7 +239,11 @@ pub fn score(top5: &[Top5], classes: &[usize]) -> Vec<(bool, bool)> {
     top5.iter()
         .enumerate()
         .map(|(image, best)| {
-            let truth = if classes.len() == 1 { classes[0] } else { classes[image] };
+            let truth = if classes.len() == 1 {
+                classes[0]
+            } else {
+                classes[image]
+            };
             let top1 = usize::from(best[0]) == truth;
             let top5 = best.iter().any(|&c| usize::from(c) == truth);
             (top1, top5)
@@ -238,13 +254,18 @@ pub fn score(top5: &[Top5], classes: &[usize]) -> Vec<(bool, bool)> {
 /// Resolves the true classes sent by a client. Each is an index `0..classes`
 /// (a JSON number or a string of digits) or a WordNet id such as
 /// `n01440764`, and a JSON array sends one per image.
-pub fn resolve_classes(value: &serde_json::Value, labels: &Labels) -> Result<Vec<usize>, ServiceError> {
+pub fn resolve_classes(
+    value: &serde_json::Value,
+    labels: &Labels,
+) -> Result<Vec<usize>, ServiceError> {
     match value {
         serde_json::Value::Array(values) if values.is_empty() => Err(ServiceError::invalid(
             "invalid_true_class",
             "true_class is an empty array; send one class, or one per image",
         )),
-        serde_json::Value::Array(values) => values.iter().map(|v| resolve_class(v, labels)).collect(),
+        serde_json::Value::Array(values) => {
+            values.iter().map(|v| resolve_class(v, labels)).collect()
+        }
         single => Ok(vec![resolve_class(single, labels)?]),
     }
 }
@@ -252,7 +273,9 @@ pub fn resolve_classes(value: &serde_json::Value, labels: &Labels) -> Result<Vec
 fn resolve_class(value: &serde_json::Value, labels: &Labels) -> Result<usize, ServiceError> {
     let index = match value {
         serde_json::Value::Number(number) => number.as_u64().map(|n| n as usize),
-        serde_json::Value::String(text) if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) => {
+        serde_json::Value::String(text)
+            if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) =>
+        {
             text.parse().ok()
         }
         serde_json::Value::String(wnid) => labels.index_of_wnid(wnid),
@@ -309,8 +332,17 @@ mod tests {
         let first = store.take("a", 1);
         let second = store.take("a", 1);
 
-        assert_eq!(first, Ok(StoredResult { model: 2, top5: vec![TOP5] }));
-        assert!(matches!(second, Err(FeedbackError::AlreadyCounted { .. })), "{second:?}");
+        assert_eq!(
+            first,
+            Ok(StoredResult {
+                model: 2,
+                top5: vec![TOP5]
+            })
+        );
+        assert!(
+            matches!(second, Err(FeedbackError::AlreadyCounted { .. })),
+            "{second:?}"
+        );
     }
 
     #[test]
@@ -373,7 +405,14 @@ mod tests {
 
         let error = store.take("a", 3).unwrap_err();
 
-        assert!(matches!(error, FeedbackError::ClassCount { images: 2, classes: 3, .. }));
+        assert!(matches!(
+            error,
+            FeedbackError::ClassCount {
+                images: 2,
+                classes: 3,
+                ..
+            }
+        ));
         assert!(store.take("a", 2).is_ok());
     }
 
@@ -386,7 +425,10 @@ mod tests {
 
     #[test]
     fn score_one_class_for_all() {
-        assert_eq!(score(&[TOP5, TOP5], &[1]), vec![(false, true), (false, true)]);
+        assert_eq!(
+            score(&[TOP5, TOP5], &[1]),
+            vec![(false, true), (false, true)]
+        );
     }
 
     #[test]
@@ -395,15 +437,28 @@ mod tests {
 
         assert_eq!(resolve_classes(&json!(2), &labels).unwrap(), vec![2]);
         assert_eq!(resolve_classes(&json!("1"), &labels).unwrap(), vec![1]);
-        assert_eq!(resolve_classes(&json!("n01443537"), &labels).unwrap(), vec![1]);
-        assert_eq!(resolve_classes(&json!([0, "n01484850"]), &labels).unwrap(), vec![0, 2]);
+        assert_eq!(
+            resolve_classes(&json!("n01443537"), &labels).unwrap(),
+            vec![1]
+        );
+        assert_eq!(
+            resolve_classes(&json!([0, "n01484850"]), &labels).unwrap(),
+            vec![0, 2]
+        );
     }
 
     #[test]
     fn resolve_rejects_invalid() {
         let labels = labels();
 
-        for value in [json!(3), json!(-1), json!(1.5), json!("n00000000"), json!(null), json!([])] {
+        for value in [
+            json!(3),
+            json!(-1),
+            json!(1.5),
+            json!("n00000000"),
+            json!(null),
+            json!([]),
+        ] {
             let error = resolve_classes(&value, &labels).unwrap_err();
             assert_eq!(error.code, "invalid_true_class", "{value}");
         }

@@ -30,7 +30,11 @@ mod topk;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Debug, Parser)]
-#[command(name = "effnet-serve", version, about = "Serve EfficientNet-Lite image classifiers over REST and gRPC")]
+#[command(
+    name = "effnet-serve",
+    version,
+    about = "Serve EfficientNet-Lite image classifiers over REST and gRPC"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -48,7 +52,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: failed to start the async runtime: {error}");

@@ -74,17 +74,29 @@ impl Model {
     }
 
     pub fn state(&self) -> ModelState {
-        self.state.read().expect("model state lock poisoned").clone()
+        self.state
+            .read()
+            .expect("model state lock poisoned")
+            .clone()
     }
 
     pub fn load_duration(&self) -> Option<Duration> {
-        *self.load_duration.read().expect("model state lock poisoned")
+        *self
+            .load_duration
+            .read()
+            .expect("model state lock poisoned")
     }
 
     /// Returns the loaded session, or the reason the model cannot serve.
     pub fn session(&self) -> Result<Arc<ModelSession>, ServiceError> {
         let state = self.state();
-        match (&state, self.session.read().expect("model state lock poisoned").as_ref()) {
+        match (
+            &state,
+            self.session
+                .read()
+                .expect("model state lock poisoned")
+                .as_ref(),
+        ) {
             (ModelState::Ready, Some(session)) => Ok(session.clone()),
             _ => Err(self.unavailable_error(&state)),
         }
@@ -92,7 +104,10 @@ impl Model {
 
     pub fn set_ready(&self, session: Arc<ModelSession>, load_duration: Duration) {
         *self.session.write().expect("model state lock poisoned") = Some(session);
-        *self.load_duration.write().expect("model state lock poisoned") = Some(load_duration);
+        *self
+            .load_duration
+            .write()
+            .expect("model state lock poisoned") = Some(load_duration);
         *self.state.write().expect("model state lock poisoned") = ModelState::Ready;
     }
 
@@ -189,9 +204,7 @@ impl ModelRegistry {
 
     /// Returns whether every model that can be served has finished loading.
     pub fn all_loaded(&self) -> bool {
-        self.models
-            .iter()
-            .all(|m| m.state() != ModelState::Loading)
+        self.models.iter().all(|m| m.state() != ModelState::Loading)
     }
 
     /// Lists the alias names (`efficientnet-lite0`) with the model each resolves to.

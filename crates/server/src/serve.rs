@@ -1,6 +1,6 @@
 //! `effnet-serve serve`: start-up, the listeners, and graceful shutdown.
 
-use std::{future::Future, sync::Arc};
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use effnet_engine::{Engine, EngineConfig};
@@ -42,7 +42,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                     tls::serve(http_listener, acceptor, router, closed).await;
                     Ok(())
                 }
-                None => axum::serve(http_listener, router).with_graceful_shutdown(closed).await,
+                None => {
+                    axum::serve(http_listener, router)
+                        .with_graceful_shutdown(closed)
+                        .await
+                }
             }
         }
     });
@@ -56,7 +60,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             let router = http::metrics::router(service.clone());
             let closed = wait_closed(close_rx.clone());
             Some(tokio::spawn(async move {
-                axum::serve(listener, router).with_graceful_shutdown(closed).await
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(closed)
+                    .await
             }))
         }
         None => None,
@@ -70,7 +76,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             let identity = config.tls.as_ref().map(tls::grpc_identity).transpose()?;
             tracing::info!(addr = %listener.local_addr()?, tls = identity.is_some(), "grpc listening");
             let closed = wait_closed(close_rx.clone());
-            Some(tokio::spawn(grpc::serve(listener, service.clone(), identity, closed)))
+            Some(tokio::spawn(grpc::serve(
+                listener,
+                service.clone(),
+                identity,
+                closed,
+            )))
         }
         None => None,
     };
@@ -101,10 +112,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         if let Some(metrics_server) = metrics_server {
             let _ = metrics_server.await;
         }
-        if let Some(grpc_server) = grpc_server {
-            if let Ok(Err(error)) = grpc_server.await {
-                tracing::error!(%error, "grpc server failed");
-            }
+        if let Some(grpc_server) = grpc_server
+            && let Ok(Err(error)) = grpc_server.await
+        {
+            tracing::error!(%error, "grpc server failed");
         }
         // Requests accepted before the listeners closed may still be
         // decoding. The scheduler closes only after every connection is
@@ -147,10 +158,8 @@ pub async fn start(config: Config) -> anyhow::Result<(Arc<InferenceService>, Arc
     Ok((Arc::new(service), Arc::new(engine)))
 }
 
-fn wait_closed(mut rx: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
-    async move {
-        let _ = rx.wait_for(|closed| *closed).await;
-    }
+async fn wait_closed(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|closed| *closed).await;
 }
 
 async fn shutdown_signal() {
@@ -166,7 +175,9 @@ async fn shutdown_signal() {
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("EFFNET_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ort=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),

@@ -127,8 +127,11 @@ impl InferenceService {
                 let settings = model.settings;
                 effnet_scheduler::ModelSpec::new(
                     model.name(),
-                    effnet_scheduler::ModelConfig::new(settings.max_batch_size, settings.queue_limit)
-                        .with_max_queue_delay(Duration::from_millis(settings.max_queue_delay_ms)),
+                    effnet_scheduler::ModelConfig::new(
+                        settings.max_batch_size,
+                        settings.queue_limit,
+                    )
+                    .with_max_queue_delay(Duration::from_millis(settings.max_queue_delay_ms)),
                 )
             })
             .collect();
@@ -163,7 +166,12 @@ impl InferenceService {
     /// Starts following one request for metrics and logs, and records the
     /// resolved model name in the current span. `requested_model` is the
     /// client's name or alias; an unknown one is counted under a fixed label.
-    pub fn track(&self, protocol: Protocol, request_id: &str, requested_model: &str) -> RequestTracker {
+    pub fn track(
+        &self,
+        protocol: Protocol,
+        request_id: &str,
+        requested_model: &str,
+    ) -> RequestTracker {
         let model = self
             .models
             .resolve(requested_model)
@@ -186,7 +194,11 @@ impl InferenceService {
 
     /// Scores the stored result of an earlier request against the true
     /// classes a client sent, once per request id.
-    pub fn record_feedback(&self, request_id: &str, classes: &[usize]) -> Result<Score, FeedbackError> {
+    pub fn record_feedback(
+        &self,
+        request_id: &str,
+        classes: &[usize],
+    ) -> Result<Score, FeedbackError> {
         let stored = self.feedback.take(request_id, classes.len());
         let result = match &stored {
             Ok(_) => "counted",
@@ -307,7 +319,10 @@ impl InferenceService {
                 }
                 Err(error) => {
                     tracing::error!(model = model.name(), %error, "model failed to load");
-                    model.set_unavailable(format!("failed to load: {}", load_failure_reason(&error)));
+                    model.set_unavailable(format!(
+                        "failed to load: {}",
+                        load_failure_reason(&error)
+                    ));
                 }
             }
         }
@@ -320,7 +335,10 @@ impl InferenceService {
     /// A successful result is remembered for `POST /v1/feedback`. A sampled
     /// INT8 request is also queued on its FP32 twin at low priority (see
     /// [`shadow`]). Neither delays the response.
-    pub async fn classify(&self, request: ClassifyRequest) -> Result<ClassifyOutcome, ServiceError> {
+    pub async fn classify(
+        &self,
+        request: ClassifyRequest,
+    ) -> Result<ClassifyOutcome, ServiceError> {
         let deadline = self.deadline(request.timeout);
         let (model, session) = self.models.ready(&request.model)?;
 
@@ -336,7 +354,9 @@ impl InferenceService {
         #[cfg(feature = "fault-injection")]
         fault::poison(&request.request_id, &mut tensors);
 
-        let shadow_inputs = self.sample_shadow(&model).map(|twin| (twin, tensors.clone()));
+        let shadow_inputs = self
+            .sample_shadow(&model)
+            .map(|twin| (twin, tensors.clone()));
         let outputs = self.infer(&model, &session, tensors, deadline).await?;
 
         let images: Vec<ClassifiedImage> = outputs
@@ -380,7 +400,8 @@ impl InferenceService {
         model: &Model,
         images: Vec<Bytes>,
     ) -> Result<Vec<crate::decode::Preprocessed>, ServiceError> {
-        self.preprocess_until(model, images, self.deadline(None)).await
+        self.preprocess_until(model, images, self.deadline(None))
+            .await
     }
 
     /// [`Self::preprocess`] with the request's deadline: an image whose
@@ -453,7 +474,10 @@ impl InferenceService {
     fn check_image_count(&self, count: usize) -> Result<(), ServiceError> {
         let max = self.config.max_images_per_request;
         if count == 0 {
-            return Err(ServiceError::invalid("no_image", "the request contains no image"));
+            return Err(ServiceError::invalid(
+                "no_image",
+                "the request contains no image",
+            ));
         }
         if count > max {
             return Err(ServiceError::new(
@@ -535,12 +559,16 @@ fn schedule_error(error: effnet_scheduler::ScheduleError) -> ServiceError {
             "overloaded",
             error.to_string(),
         ),
-        E::TooLarge { .. } => {
-            ServiceError::new(ErrorKind::PayloadTooLarge, "too_many_images", error.to_string())
-        }
-        E::DeadlineExceeded { .. } => {
-            ServiceError::new(ErrorKind::DeadlineExceeded, "deadline_exceeded", error.to_string())
-        }
+        E::TooLarge { .. } => ServiceError::new(
+            ErrorKind::PayloadTooLarge,
+            "too_many_images",
+            error.to_string(),
+        ),
+        E::DeadlineExceeded { .. } => ServiceError::new(
+            ErrorKind::DeadlineExceeded,
+            "deadline_exceeded",
+            error.to_string(),
+        ),
         E::ShuttingDown => shutting_down(),
         E::Cancelled { .. } | E::Skipped { .. } => {
             ServiceError::new(ErrorKind::Unavailable, "cancelled", error.to_string())
@@ -549,7 +577,9 @@ fn schedule_error(error: effnet_scheduler::ScheduleError) -> ServiceError {
             // The details (ONNX Runtime messages, panic payloads) may name
             // files or code; they go to the log, which carries the request id.
             tracing::error!(%error, "inference failed");
-            ServiceError::internal("inference failed; the server logged the cause under this request id")
+            ServiceError::internal(
+                "inference failed; the server logged the cause under this request id",
+            )
         }
     }
 }
@@ -560,11 +590,19 @@ fn load_failure_reason(error: &effnet_engine::Error) -> String {
     use effnet_engine::Error as E;
 
     match error {
-        E::Load { .. } => "ONNX Runtime could not read the model file (see the server log)".to_string(),
-        E::Signature { found, expected, .. } => format!("the model has {found}, expected {expected}"),
+        E::Load { .. } => {
+            "ONNX Runtime could not read the model file (see the server log)".to_string()
+        }
+        E::Signature {
+            found, expected, ..
+        } => format!("the model has {found}, expected {expected}"),
         E::Unavailable { reason, .. } => reason.clone(),
-        E::Run { .. } | E::BatchShape { .. } => "the warm-up inference failed (see the server log)".to_string(),
-        E::Library { .. } | E::Environment(_) => "ONNX Runtime is not usable (see the server log)".to_string(),
+        E::Run { .. } | E::BatchShape { .. } => {
+            "the warm-up inference failed (see the server log)".to_string()
+        }
+        E::Library { .. } | E::Environment(_) => {
+            "ONNX Runtime is not usable (see the server log)".to_string()
+        }
     }
 }
 
@@ -590,7 +628,11 @@ impl Backend for EngineBackend {
     type Input = Vec<f32>;
     type Output = Vec<f32>;
 
-    fn run_batch(&self, model: ModelId, inputs: Vec<Vec<f32>>) -> Result<Vec<Vec<f32>>, BackendError> {
+    fn run_batch(
+        &self,
+        model: ModelId,
+        inputs: Vec<Vec<f32>>,
+    ) -> Result<Vec<Vec<f32>>, BackendError> {
         let Some(model) = self.models.get(model.index()) else {
             return Err(BackendError::new(format!("unknown model {model}")));
         };
@@ -636,8 +678,14 @@ pub mod fault {
 
     /// Panics on a batch whose first image tensor is all NaN.
     pub fn check_batch(inputs: &[Vec<f32>]) {
-        if inputs.first().is_some_and(|first| first.iter().all(|v| v.is_nan())) {
-            panic!("fault injection: batch of {} images starts with an all-NaN tensor", inputs.len());
+        if inputs
+            .first()
+            .is_some_and(|first| first.iter().all(|v| v.is_nan()))
+        {
+            panic!(
+                "fault injection: batch of {} images starts with an all-NaN tensor",
+                inputs.len()
+            );
         }
     }
 }

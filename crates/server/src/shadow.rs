@@ -54,14 +54,22 @@ pub fn twins(models: &ModelRegistry) -> Vec<Option<usize>> {
 /// Returns the best class of one image's logits and its softmax probability.
 fn top1(logits: &[f32]) -> (usize, f32) {
     let probabilities = topk::softmax(logits);
-    let best = topk::top_k_indices(&probabilities, 1).first().copied().unwrap_or(0);
+    let best = topk::top_k_indices(&probabilities, 1)
+        .first()
+        .copied()
+        .unwrap_or(0);
     (best, probabilities.get(best).copied().unwrap_or(0.0))
 }
 
 // === impl ShadowRun ===
 
 impl ShadowRun {
-    pub fn new(model: usize, twin: usize, images: &[ClassifiedImage], inputs: Vec<Vec<f32>>) -> Self {
+    pub fn new(
+        model: usize,
+        twin: usize,
+        images: &[ClassifiedImage],
+        inputs: Vec<Vec<f32>>,
+    ) -> Self {
         Self {
             model,
             twin,
@@ -111,7 +119,10 @@ impl ShadowRun {
                             ShadowResult::Disagree
                         };
                         metrics.record_shadow(model, result, 1);
-                        metrics.record_shadow_difference(model, (int8_probability - fp32_probability).abs());
+                        metrics.record_shadow_difference(
+                            model,
+                            (int8_probability - fp32_probability).abs(),
+                        );
                     }
                 }
                 Err(error) => record_error(&metrics, model, &error, images),

@@ -46,7 +46,9 @@ pub enum TlsError {
 }
 
 /// Reads the PEM certificate chain and private key.
-pub fn load_pem(files: &TlsFiles) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+pub fn load_pem(
+    files: &TlsFiles,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
     let display = |path: &Path| path.display().to_string();
     let certs = CertificateDer::pem_file_iter(&files.cert)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
@@ -92,7 +94,10 @@ pub fn grpc_identity(files: &TlsFiles) -> Result<tonic::transport::Identity, Tls
             source,
         })
     };
-    Ok(tonic::transport::Identity::from_pem(read(&files.cert)?, read(&files.key)?))
+    Ok(tonic::transport::Identity::from_pem(
+        read(&files.cert)?,
+        read(&files.key)?,
+    ))
 }
 
 /// Serves `router` over TLS until `closed` resolves, then waits for open

@@ -29,7 +29,12 @@ fn top1_by_file(server: &TestServer, model: &str) -> BTreeMap<String, usize> {
                         .body(common::sample_image(file))
                         .send()
                         .unwrap();
-                    assert_eq!(response.status(), 200, "{file}: {}", response.text().unwrap());
+                    assert_eq!(
+                        response.status(),
+                        200,
+                        "{file}: {}",
+                        response.text().unwrap()
+                    );
                     let body: serde_json::Value = response.json().unwrap();
                     let top1 = body["results"][0]["classes"][0]["index"].as_u64().unwrap();
                     out.push((file.clone(), top1 as usize));
@@ -60,7 +65,9 @@ fn agreement(a: &BTreeMap<String, usize>, b: &BTreeMap<String, usize>) -> f64 {
 
 /// Top-1 of the Python evaluation pipeline, stored by the build.
 fn python_top1(model: &str) -> BTreeMap<String, usize> {
-    let path = common::model_repository().join(model).join("predictions.json");
+    let path = common::model_repository()
+        .join(model)
+        .join("predictions.json");
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{}: {e}; rebuild the models", path.display()));
     let value: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -94,9 +101,21 @@ fn served_models_match_references() {
              fp32 {python_fp32:.3} int8 {python_int8:.3}"
         );
 
-        assert!(fp32_top1 >= minimum, "{variant} fp32 top-1 {fp32_top1} < {minimum}");
-        assert!(int8_agreement >= 0.97, "{variant} int8/fp32 agreement {int8_agreement} < 0.97");
-        assert!(python_fp32 >= 0.99, "{variant} fp32 server/python agreement {python_fp32} < 0.99");
-        assert!(python_int8 >= 0.99, "{variant} int8 server/python agreement {python_int8} < 0.99");
+        assert!(
+            fp32_top1 >= minimum,
+            "{variant} fp32 top-1 {fp32_top1} < {minimum}"
+        );
+        assert!(
+            int8_agreement >= 0.97,
+            "{variant} int8/fp32 agreement {int8_agreement} < 0.97"
+        );
+        assert!(
+            python_fp32 >= 0.99,
+            "{variant} fp32 server/python agreement {python_fp32} < 0.99"
+        );
+        assert!(
+            python_int8 >= 0.99,
+            "{variant} int8 server/python agreement {python_int8} < 0.99"
+        );
     }
 }

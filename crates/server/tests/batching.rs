@@ -36,10 +36,18 @@ fn parse_results(body: &Value) -> Vec<TopK> {
         .collect()
 }
 
-fn classify(client: &Client, server: &TestServer, model: &str, images: &[Vec<u8>]) -> (Vec<TopK>, Vec<u64>) {
+fn classify(
+    client: &Client,
+    server: &TestServer,
+    model: &str,
+    images: &[Vec<u8>],
+) -> (Vec<TopK>, Vec<u64>) {
     let mut form = multipart::Form::new();
     for (i, image) in images.iter().enumerate() {
-        form = form.part(format!("image{i}"), multipart::Part::bytes(image.clone()).file_name(format!("{i}.jpg")));
+        form = form.part(
+            format!("image{i}"),
+            multipart::Part::bytes(image.clone()).file_name(format!("{i}.jpg")),
+        );
     }
     let response = client
         .post(server.url(&format!("/v1/models/{model}/classify")))
@@ -62,7 +70,10 @@ fn assert_same(expected: &TopK, actual: &TopK, context: &str) {
     let actual_indices: Vec<u64> = actual.iter().map(|c| c.0).collect();
     assert_eq!(expected_indices, actual_indices, "{context}");
     for ((_, want), (_, got)) in expected.iter().zip(actual) {
-        assert!((want - got).abs() <= 1e-5, "{context}: score {got} differs from {want}");
+        assert!(
+            (want - got).abs() <= 1e-5,
+            "{context}: score {got} differs from {want}"
+        );
     }
 }
 
@@ -88,7 +99,11 @@ fn batching_never_changes_results() {
         let client = Client::new();
         let alone: Vec<TopK> = images
             .iter()
-            .map(|image| classify(&client, &server, model, std::slice::from_ref(image)).0.remove(0))
+            .map(|image| {
+                classify(&client, &server, model, std::slice::from_ref(image))
+                    .0
+                    .remove(0)
+            })
             .collect();
 
         // Singles and mixed multi-image requests (in shuffled orders), all at once.
@@ -116,7 +131,10 @@ fn batching_never_changes_results() {
                     let chosen: Vec<Vec<u8>> = order.iter().map(|&i| images[i].clone()).collect();
                     let mut form = multipart::Form::new();
                     for (i, image) in chosen.into_iter().enumerate() {
-                        form = form.part(format!("image{i}"), multipart::Part::bytes(image).file_name("x.jpg"));
+                        form = form.part(
+                            format!("image{i}"),
+                            multipart::Part::bytes(image).file_name("x.jpg"),
+                        );
                     }
                     let response = client
                         .post(format!("{url}/v1/models/{model}/classify"))
@@ -139,7 +157,11 @@ fn batching_never_changes_results() {
             let (order, results) = handle.join().unwrap();
             assert_eq!(order.len(), results.len());
             for (position, (&image, result)) in order.iter().zip(&results).enumerate() {
-                assert_same(&alone[image], result, &format!("{model}: image {image} at position {position} of {order:?}"));
+                assert_same(
+                    &alone[image],
+                    result,
+                    &format!("{model}: image {image} at position {position} of {order:?}"),
+                );
             }
         }
         let max_batch = *max_batch.lock().unwrap();
@@ -149,7 +171,12 @@ fn batching_never_changes_results() {
 
 #[test]
 fn sigterm_under_load_drains_cleanly() {
-    let server = TestServer::start(&["--drain-period-ms", "1500", "--shutdown-timeout-ms", "15000"]);
+    let server = TestServer::start(&[
+        "--drain-period-ms",
+        "1500",
+        "--shutdown-timeout-ms",
+        "15000",
+    ]);
     let image = Arc::new(common::sample_image(&common::sample_labels()[2].0));
     let url = server.url("/v1/models/efficientnet-lite0-int8/classify");
     let ready_url = server.url("/health/ready");
@@ -179,7 +206,7 @@ fn sigterm_under_load_drains_cleanly() {
                             std::thread::sleep(Duration::from_millis(20));
                             "refused".to_string()
                         }
-                        Err(error) => {
+                        Err(_error) => {
                             error_times.push(Instant::now());
                             "error".to_string()
                         }
@@ -196,10 +223,10 @@ fn sigterm_under_load_drains_cleanly() {
             let client = Client::builder().pool_max_idle_per_host(0).build().unwrap();
             let mut not_ready_at = None;
             while !stop.load(Ordering::Relaxed) && not_ready_at.is_none() {
-                if let Ok(response) = client.get(&ready_url).send() {
-                    if response.status() == 503 {
-                        not_ready_at = Some(Instant::now());
-                    }
+                if let Ok(response) = client.get(&ready_url).send()
+                    && response.status() == 503
+                {
+                    not_ready_at = Some(Instant::now());
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
@@ -215,7 +242,10 @@ fn sigterm_under_load_drains_cleanly() {
         if let Some(status) = server.child.try_wait().unwrap() {
             break status;
         }
-        assert!(sigterm_at.elapsed() < Duration::from_secs(30), "server did not exit");
+        assert!(
+            sigterm_at.elapsed() < Duration::from_secs(30),
+            "server did not exit"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     stop.store(true, Ordering::Relaxed);
@@ -226,24 +256,42 @@ fn sigterm_under_load_drains_cleanly() {
     let listeners_closed_at = sigterm_at + Duration::from_millis(1500);
     for client in clients {
         let (counts, ok_times, error_times) = client.join().unwrap();
-        errors_before_close += error_times.iter().filter(|t| **t < listeners_closed_at).count();
+        errors_before_close += error_times
+            .iter()
+            .filter(|t| **t < listeners_closed_at)
+            .count();
         for (outcome, count) in counts {
             *outcomes.entry(outcome).or_default() += count;
         }
         ok_after_sigterm += ok_times.iter().filter(|t| **t > sigterm_at).count();
     }
-    let not_ready_at = readiness.join().unwrap().expect("readiness never turned false");
-    println!("outcomes {outcomes:?}, ok after SIGTERM {ok_after_sigterm}, run {:?}", started.elapsed());
+    let not_ready_at = readiness
+        .join()
+        .unwrap()
+        .expect("readiness never turned false");
+    println!(
+        "outcomes {outcomes:?}, ok after SIGTERM {ok_after_sigterm}, run {:?}",
+        started.elapsed()
+    );
 
     assert!(status.success(), "exit status {status}");
     assert!(not_ready_at >= sigterm_at);
-    assert!(not_ready_at - sigterm_at < Duration::from_millis(1000), "readiness turned false late");
-    assert!(ok_after_sigterm > 0, "no request was served during the drain period");
+    assert!(
+        not_ready_at - sigterm_at < Duration::from_millis(1000),
+        "readiness turned false late"
+    );
+    assert!(
+        ok_after_sigterm > 0,
+        "no request was served during the drain period"
+    );
     // NOTE: when the listener closes, hyper also closes connections it has
     // accepted but whose request it has not started reading, so a client
     // racing the close can see a transport error for a request the server
     // never received. Such errors are tolerated only after the close.
-    assert_eq!(errors_before_close, 0, "transport errors before the listener closed: {outcomes:?}");
+    assert_eq!(
+        errors_before_close, 0,
+        "transport errors before the listener closed: {outcomes:?}"
+    );
     let unexpected: Vec<_> = outcomes
         .keys()
         .filter(|k| *k != "200" && *k != "refused" && *k != "error")

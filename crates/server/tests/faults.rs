@@ -30,7 +30,13 @@ fn backend_panic_fails_only_its_request() {
 
     // Different models never share a batch, so only the poisoned one fails.
     let (panicked, normal) = std::thread::scope(|scope| {
-        let panicked = scope.spawn(|| classify(&server, "efficientnet-lite0-int8", "fault-injection-panic-1"));
+        let panicked = scope.spawn(|| {
+            classify(
+                &server,
+                "efficientnet-lite0-int8",
+                "fault-injection-panic-1",
+            )
+        });
         let normal = scope.spawn(|| classify(&server, "efficientnet-lite0-fp32", "concurrent-1"));
         (panicked.join().unwrap(), normal.join().unwrap())
     });

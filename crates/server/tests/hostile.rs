@@ -63,7 +63,11 @@ fn corpus() -> &'static Corpus {
             (temp.path().to_path_buf(), Some(temp), true)
         } else {
             eprintln!("no .venv: using the committed 64x48 corpus, statuses only");
-            (root.join("crates/imaging/tests/fixtures/corpus"), None, false)
+            (
+                root.join("crates/imaging/tests/fixtures/corpus"),
+                None,
+                false,
+            )
         };
 
         let text = std::fs::read_to_string(dir.join("cases.json")).unwrap();
@@ -129,20 +133,32 @@ fn expected_status(expect: &str) -> u16 {
 
 fn assert_no_leak(context: &str, message: &str) {
     for leak in LEAKS {
-        assert!(!message.contains(leak), "{context}: {message:?} contains {leak:?}");
+        assert!(
+            !message.contains(leak),
+            "{context}: {message:?} contains {leak:?}"
+        );
     }
 }
 
 #[test]
 fn corpus_statuses() {
     let corpus = corpus();
-    assert!(corpus.cases.len() >= 40, "only {} cases", corpus.cases.len());
+    assert!(
+        corpus.cases.len() >= 40,
+        "only {} cases",
+        corpus.cases.len()
+    );
 
     for case in &corpus.cases {
         // A JPEG content type on every file: the format comes from the bytes.
         let (status, body) = post_raw(LITE0, "image/jpeg", read(&corpus.dir, &case.file));
 
-        assert_eq!(status, expected_status(&case.expect), "{}: {body}", case.file);
+        assert_eq!(
+            status,
+            expected_status(&case.expect),
+            "{}: {body}",
+            case.file
+        );
         if status != 200 {
             let message = body["error"]["message"].as_str().unwrap();
             assert!(body["error"]["code"].is_string(), "{}: {body}", case.file);
@@ -174,14 +190,23 @@ fn corpus_top1_matches_plain_jpeg() {
             other => classify(other),
         };
 
-        assert_eq!(classify(&case.file), expected, "{} against {reference}", case.file);
+        assert_eq!(
+            classify(&case.file),
+            expected,
+            "{} against {reference}",
+            case.file
+        );
     }
 }
 
 #[test]
 fn unsupported_format_is_named() {
     let corpus = corpus();
-    for (file, name) in [("ftyp.avif", "AVIF"), ("ftyp.heic", "HEIC"), ("photo.tiff", "TIFF")] {
+    for (file, name) in [
+        ("ftyp.avif", "AVIF"),
+        ("ftyp.heic", "HEIC"),
+        ("photo.tiff", "TIFF"),
+    ] {
         let (status, body) = post_raw(LITE0, "image/jpeg", read(&corpus.dir, file));
 
         assert_eq!(status, 415, "{file}: {body}");
@@ -194,7 +219,10 @@ fn unsupported_format_is_named() {
 /// Peak resident memory of the server process (`VmHWM`), in KiB.
 fn peak_rss_kib(server: &TestServer) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap();
-    let line = status.lines().find(|line| line.starts_with("VmHWM:")).unwrap();
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("VmHWM:"))
+        .unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
@@ -235,7 +263,10 @@ fn bombs_do_not_raise_peak_memory() {
     let after = peak_rss_kib(&server);
 
     println!("peak RSS before {before} KiB, after {after} KiB");
-    assert!(after < before + 32 * 1024, "peak RSS grew from {before} to {after} KiB");
+    assert!(
+        after < before + 32 * 1024,
+        "peak RSS grew from {before} to {after} KiB"
+    );
 }
 
 /// Requests that are malformed in every way the REST API parses.
@@ -252,26 +283,66 @@ fn malformed_requests() -> Vec<(&'static str, reqwest::blocking::RequestBuilder)
         ("invalid json", json("{\"image\": ")),
         ("unknown field", json("{\"picture\": \"abc\"}")),
         ("invalid base64", json("{\"image\": \"***\"}")),
-        ("data uri without base64", json("{\"image\": \"data:image/png,abc\"}")),
-        ("image and images", json("{\"image\": \"\", \"images\": []}")),
+        (
+            "data uri without base64",
+            json("{\"image\": \"data:image/png,abc\"}"),
+        ),
+        (
+            "image and images",
+            json("{\"image\": \"\", \"images\": []}"),
+        ),
         ("no image", json("{}")),
-        ("too many images", json(&format!("{{\"images\": [{}]}}", vec!["\"AA\""; 65].join(",")))),
+        (
+            "too many images",
+            json(&format!(
+                "{{\"images\": [{}]}}",
+                vec!["\"AA\""; 65].join(",")
+            )),
+        ),
         (
             "broken multipart",
             client
                 .post(url(LITE0))
                 .header("content-type", "multipart/form-data; boundary=x")
-                .body("--x\r\nContent-Disposition: form-data; name=\"a\"; filename=\"a\"\r\n\r\nabc"),
+                .body(
+                    "--x\r\nContent-Disposition: form-data; name=\"a\"; filename=\"a\"\r\n\r\nabc",
+                ),
         ),
         ("empty body", client.post(url(LITE0))),
-        ("top_k zero", client.post(url(&format!("{LITE0}?top_k=0"))).body("x")),
-        ("bad timeout", client.post(url(LITE0)).header("x-request-timeout", "-1").body("x")),
+        (
+            "top_k zero",
+            client.post(url(&format!("{LITE0}?top_k=0"))).body("x"),
+        ),
+        (
+            "bad timeout",
+            client
+                .post(url(LITE0))
+                .header("x-request-timeout", "-1")
+                .body("x"),
+        ),
         // The name is echoed back (the client sent it) but never reaches the filesystem.
-        ("traversal model", client.post(url("/v1/models/..%2F..%2Fetc%2Fpasswd/classify")).body("x")),
-        ("unknown model", client.get(url("/v1/models/efficientnet-lite9-fp32"))),
+        (
+            "traversal model",
+            client
+                .post(url("/v1/models/..%2F..%2Fetc%2Fpasswd/classify"))
+                .body("x"),
+        ),
+        (
+            "unknown model",
+            client.get(url("/v1/models/efficientnet-lite9-fp32")),
+        ),
         ("unknown route", client.get(url("/v1/nothing/here"))),
-        ("feedback invalid", client.post(url("/v1/feedback")).header("content-type", "application/json").body("{}")),
-        ("body too large", client.post(url(LITE0)).body(vec![0u8; 33 * 1024 * 1024])),
+        (
+            "feedback invalid",
+            client
+                .post(url("/v1/feedback"))
+                .header("content-type", "application/json")
+                .body("{}"),
+        ),
+        (
+            "body too large",
+            client.post(url(LITE0)).body(vec![0u8; 33 * 1024 * 1024]),
+        ),
     ]
 }
 
@@ -283,11 +354,18 @@ fn error_messages_leak_nothing() {
         let body: Value = response.json().unwrap_or(Value::Null);
 
         assert!((400..500).contains(&status), "{name}: {status} {body}");
-        let message = body["error"]["message"].as_str().unwrap_or_else(|| panic!("{name}: {body}"));
+        let message = body["error"]["message"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name}: {body}"));
         assert_no_leak(name, message);
     }
 
-    let models: Value = Client::new().get(server().url("/v1/models")).send().unwrap().json().unwrap();
+    let models: Value = Client::new()
+        .get(server().url("/v1/models"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
     for model in models["models"].as_array().unwrap() {
         assert_no_leak("model reason", model["reason"].as_str().unwrap_or(""));
     }
@@ -297,11 +375,24 @@ fn error_messages_leak_nothing() {
 fn multipart_mixed_formats() {
     let corpus = corpus();
     let form = multipart::Form::new()
-        .part("a", multipart::Part::bytes(read(&corpus.dir, "rgba8.png")).file_name("a.jpg"))
-        .part("b", multipart::Part::bytes(read(&corpus.dir, "lossy.webp")).file_name("b.png"))
-        .part("c", multipart::Part::bytes(read(&corpus.dir, "animated.gif")).file_name("c"));
+        .part(
+            "a",
+            multipart::Part::bytes(read(&corpus.dir, "rgba8.png")).file_name("a.jpg"),
+        )
+        .part(
+            "b",
+            multipart::Part::bytes(read(&corpus.dir, "lossy.webp")).file_name("b.png"),
+        )
+        .part(
+            "c",
+            multipart::Part::bytes(read(&corpus.dir, "animated.gif")).file_name("c"),
+        );
 
-    let response = Client::new().post(server().url(LITE0)).multipart(form).send().unwrap();
+    let response = Client::new()
+        .post(server().url(LITE0))
+        .multipart(form)
+        .send()
+        .unwrap();
 
     assert_eq!(response.status(), 200);
     let body: Value = response.json().unwrap();
@@ -312,10 +403,20 @@ fn multipart_mixed_formats() {
 fn one_bad_image_fails_the_request_by_position() {
     let corpus = corpus();
     let form = multipart::Form::new()
-        .part("a", multipart::Part::bytes(read(&corpus.dir, "baseline.jpg")).file_name("a"))
-        .part("b", multipart::Part::bytes(read(&corpus.dir, "truncated.png")).file_name("b"));
+        .part(
+            "a",
+            multipart::Part::bytes(read(&corpus.dir, "baseline.jpg")).file_name("a"),
+        )
+        .part(
+            "b",
+            multipart::Part::bytes(read(&corpus.dir, "truncated.png")).file_name("b"),
+        );
 
-    let response = Client::new().post(server().url(LITE0)).multipart(form).send().unwrap();
+    let response = Client::new()
+        .post(server().url(LITE0))
+        .multipart(form)
+        .send()
+        .unwrap();
 
     assert_eq!(response.status(), 422);
     let body: Value = response.json().unwrap();
@@ -352,7 +453,12 @@ fn corrupt_model_is_unavailable() {
     let client = Client::new();
     let url = |path: &str| format!("http://{}{path}", server.http);
 
-    let model: Value = client.get(url("/v1/models/efficientnet-lite0-fp32")).send().unwrap().json().unwrap();
+    let model: Value = client
+        .get(url("/v1/models/efficientnet-lite0-fp32"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
     assert_eq!(model["state"], "unavailable", "{model}");
     let reason = model["reason"].as_str().unwrap();
     assert!(reason.starts_with("failed to load"), "{reason}");

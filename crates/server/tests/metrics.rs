@@ -7,7 +7,10 @@ mod common;
 
 use std::{
     io::Write as _,
-    sync::{Arc, atomic::{AtomicUsize, Ordering}},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -25,7 +28,11 @@ fn start(models: &[&str], server: &str, model_defaults: &str) -> (TestServer, te
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.toml");
     let mut file = std::fs::File::create(&path).unwrap();
-    writeln!(file, "[server]\n{server}\n[models.default]\nenabled = false\n{model_defaults}").unwrap();
+    writeln!(
+        file,
+        "[server]\n{server}\n[models.default]\nenabled = false\n{model_defaults}"
+    )
+    .unwrap();
     for model in models {
         writeln!(file, "[models.{model}]\nenabled = true").unwrap();
     }
@@ -92,7 +99,9 @@ fn scrape_until(server: &TestServer, done: impl Fn(&str) -> bool) -> String {
 }
 
 fn series_count(text: &str) -> usize {
-    text.lines().filter(|line| !line.starts_with('#') && !line.is_empty()).count()
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .count()
 }
 
 #[test]
@@ -145,10 +154,18 @@ fn request_and_batch_counts_exact() {
 
     let text = scrape(&server);
     let requests = |outcome: &str| {
-        sample(&text, "effnet_requests_total", &[model[0], ("protocol", "rest"), ("outcome", outcome)])
+        sample(
+            &text,
+            "effnet_requests_total",
+            &[model[0], ("protocol", "rest"), ("outcome", outcome)],
+        )
     };
     let images = |outcome: &str| {
-        sample(&text, "effnet_request_images_total", &[model[0], ("outcome", outcome)])
+        sample(
+            &text,
+            "effnet_request_images_total",
+            &[model[0], ("outcome", outcome)],
+        )
     };
     let success_images = 3 + 4 * ok;
     assert_eq!(requests("success"), (3 + ok) as f64);
@@ -157,7 +174,11 @@ fn request_and_batch_counts_exact() {
     assert_eq!(images("success"), success_images as f64);
     assert_eq!(images("rejected"), (4 * rejected) as f64);
     assert_eq!(
-        sample(&text, "effnet_requests_total", &[("model", "_unknown"), ("outcome", "client_error")]),
+        sample(
+            &text,
+            "effnet_requests_total",
+            &[("model", "_unknown"), ("outcome", "client_error")]
+        ),
         1.0
     );
     assert_eq!(
@@ -168,20 +189,52 @@ fn request_and_batch_counts_exact() {
         sample(&text, "effnet_preprocess_duration_seconds_count", &model),
         (success_images + 4 * rejected) as f64
     );
-    assert_eq!(sample(&text, "effnet_queue_wait_seconds_count", &model), success_images as f64);
-    assert_eq!(sample(&text, "effnet_inference_duration_seconds_count", &model), success_images as f64);
-    assert_eq!(sample(&text, "effnet_batch_size_count", &model), success_images as f64);
-    assert_eq!(sample(&text, "effnet_batch_size_sum", &model), success_images as f64);
     assert_eq!(
-        sample(&text, "effnet_queue_rejections_total", &[model[0], ("limit", "model_queue")]),
+        sample(&text, "effnet_queue_wait_seconds_count", &model),
+        success_images as f64
+    );
+    assert_eq!(
+        sample(&text, "effnet_inference_duration_seconds_count", &model),
+        success_images as f64
+    );
+    assert_eq!(
+        sample(&text, "effnet_batch_size_count", &model),
+        success_images as f64
+    );
+    assert_eq!(
+        sample(&text, "effnet_batch_size_sum", &model),
+        success_images as f64
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "effnet_queue_rejections_total",
+            &[model[0], ("limit", "model_queue")]
+        ),
         rejected as f64
     );
     assert_eq!(sample(&text, "effnet_queue_depth", &model), 0.0);
     assert_eq!(sample(&text, "effnet_images_in_flight", &[]), 0.0);
-    assert_eq!(sample(&text, "effnet_model_state", &[model[0], ("state", "ready")]), 1.0);
-    assert_eq!(sample(&text, "effnet_model_state", &[model[0], ("state", "loading")]), 0.0);
+    assert_eq!(
+        sample(&text, "effnet_model_state", &[model[0], ("state", "ready")]),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "effnet_model_state",
+            &[model[0], ("state", "loading")]
+        ),
+        0.0
+    );
     assert!(sample(&text, "effnet_model_load_duration_seconds", &model) > 0.0);
-    assert!(sample(&text, "effnet_offline_accuracy_ratio", &[model[0], ("rank", "top1")]) > 0.5);
+    assert!(
+        sample(
+            &text,
+            "effnet_offline_accuracy_ratio",
+            &[model[0], ("rank", "top1")]
+        ) > 0.5
+    );
     assert!(sample(&text, "process_resident_memory_bytes", &[]) > 0.0);
 }
 
@@ -198,7 +251,10 @@ fn metrics_on_separate_listener() {
         .unwrap()
         .text()
         .unwrap();
-    let other = Client::new().get(format!("http://{addr}/v1/models")).send().unwrap();
+    let other = Client::new()
+        .get(format!("http://{addr}/v1/models"))
+        .send()
+        .unwrap();
 
     assert!(text.contains("effnet_model_state"), "{text}");
     assert_eq!(other.status(), 404);
@@ -225,14 +281,20 @@ fn feedback_moves_accuracy() {
     let (status, later) = classify(&server, LITE0_INT8, "", &image);
     assert_eq!(status, 200, "{later}");
     let request_id = later["request_id"].as_str().unwrap();
-    let wnid = later["results"][0]["classes"][0]["wnid"].as_str().unwrap().to_string();
+    let wnid = later["results"][0]["classes"][0]["wnid"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let feedback = |request_id: &str, true_class: Value| {
         let response = Client::new()
             .post(server.url("/v1/feedback"))
             .json(&json!({ "request_id": request_id, "true_class": true_class }))
             .send()
             .unwrap();
-        (response.status().as_u16(), response.json::<Value>().unwrap())
+        (
+            response.status().as_u16(),
+            response.json::<Value>().unwrap(),
+        )
     };
     let (status, body) = feedback(request_id, json!(wnid));
     assert_eq!(status, 200, "{body}");
@@ -246,7 +308,10 @@ fn feedback_moves_accuracy() {
     let (status, unknown) = feedback("no-such-request", json!(truth));
     assert_eq!(status, 404, "{unknown}");
     let message = unknown["error"]["message"].as_str().unwrap();
-    assert!(message.contains("\"no-such-request\" not found"), "{message}");
+    assert!(
+        message.contains("\"no-such-request\" not found"),
+        "{message}"
+    );
 
     let (_, fresh) = classify(&server, LITE0_INT8, "", &image);
     let fresh_id = fresh["request_id"].as_str().unwrap().to_string();
@@ -262,7 +327,11 @@ fn feedback_moves_accuracy() {
 
     let text = scrape(&server);
     let count = |rank: &str, result: &str| {
-        sample(&text, "effnet_online_predictions_total", &[model[0], ("rank", rank), ("result", result)])
+        sample(
+            &text,
+            "effnet_online_predictions_total",
+            &[model[0], ("rank", rank), ("result", result)],
+        )
     };
     let (inline_top1, inline_top5) = hits(&inline);
     let expected_top1_hits = 1 + usize::from(inline_top1);
@@ -271,9 +340,30 @@ fn feedback_moves_accuracy() {
     assert_eq!(count("top1", "miss"), (2 - expected_top1_hits) as f64);
     assert_eq!(count("top5", "hit"), expected_top5_hits as f64);
     assert_eq!(count("top5", "miss"), (2 - expected_top5_hits) as f64);
-    assert_eq!(sample(&text, "effnet_feedback_requests_total", &[("result", "counted")]), 2.0);
-    assert_eq!(sample(&text, "effnet_feedback_requests_total", &[("result", "duplicate")]), 2.0);
-    assert_eq!(sample(&text, "effnet_feedback_requests_total", &[("result", "not_found")]), 2.0);
+    assert_eq!(
+        sample(
+            &text,
+            "effnet_feedback_requests_total",
+            &[("result", "counted")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "effnet_feedback_requests_total",
+            &[("result", "duplicate")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "effnet_feedback_requests_total",
+            &[("result", "not_found")]
+        ),
+        2.0
+    );
 }
 
 #[test]
@@ -285,7 +375,11 @@ fn shadow_agreement_and_skips() {
     );
     let model = [("model", LITE0_INT8)];
     let shadow = |text: &str, result: &str| {
-        sample(text, "effnet_int8_shadow_images_total", &[model[0], ("result", result)])
+        sample(
+            text,
+            "effnet_int8_shadow_images_total",
+            &[model[0], ("result", result)],
+        )
     };
     let photos: Vec<Vec<u8>> = common::sample_labels()
         .into_iter()
@@ -297,15 +391,26 @@ fn shadow_agreement_and_skips() {
     for (done, image) in photos[..5].iter().enumerate() {
         assert_eq!(classify(&server, LITE0_INT8, "", image).0, 200);
         let expected = (done + 1) as f64;
-        scrape_until(&server, |text| shadow(text, "agree") + shadow(text, "disagree") >= expected);
+        scrape_until(&server, |text| {
+            shadow(text, "agree") + shadow(text, "disagree") >= expected
+        });
     }
-    let text = scrape_until(&server, |text| shadow(text, "agree") + shadow(text, "disagree") >= 5.0);
+    let text = scrape_until(&server, |text| {
+        shadow(text, "agree") + shadow(text, "disagree") >= 5.0
+    });
     assert_eq!(shadow(&text, "agree") + shadow(&text, "disagree"), 5.0);
     assert_eq!(shadow(&text, "skipped"), 0.0);
     assert_eq!(shadow(&text, "failed"), 0.0);
-    assert!(shadow(&text, "agree") >= 3.0, "INT8 and FP32 should mostly agree: {text}");
+    assert!(
+        shadow(&text, "agree") >= 3.0,
+        "INT8 and FP32 should mostly agree: {text}"
+    );
     assert_eq!(
-        sample(&text, "effnet_int8_shadow_top1_probability_difference_count", &model),
+        sample(
+            &text,
+            "effnet_int8_shadow_top1_probability_difference_count",
+            &model
+        ),
         5.0
     );
 
@@ -333,7 +438,10 @@ fn shadow_agreement_and_skips() {
     };
     let text = scrape_until(&server, |text| counted(text) >= total);
     assert_eq!(counted(&text), total);
-    assert!(shadow(&text, "skipped") > 0.0, "no shadow run was skipped: {text}");
+    assert!(
+        shadow(&text, "skipped") > 0.0,
+        "no shadow run was skipped: {text}"
+    );
     assert_eq!(shadow(&text, "failed"), 0.0);
 }
 
@@ -357,7 +465,11 @@ fn unknown_models_add_no_series() {
 
     assert_eq!(series_count(&text), before);
     assert_eq!(
-        sample(&text, "effnet_requests_total", &[("model", "_unknown"), ("outcome", "client_error")]),
+        sample(
+            &text,
+            "effnet_requests_total",
+            &[("model", "_unknown"), ("outcome", "client_error")]
+        ),
         2000.0
     );
 }

@@ -62,7 +62,12 @@ fn raw_jpeg_body_is_classified() {
     let score = classes[0]["score"].as_f64().unwrap();
     assert!(score > 0.3, "{score}");
     assert!(score <= 1.0, "{score}");
-    assert!(body["results"][0]["timings_ms"]["inference"].as_f64().unwrap() > 0.0);
+    assert!(
+        body["results"][0]["timings_ms"]["inference"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
 }
 
 #[test]
@@ -79,7 +84,10 @@ fn wrong_content_type_does_not_matter() {
 fn multipart_with_two_images() {
     let (image, index) = photo();
     let form = multipart::Form::new()
-        .part("a", multipart::Part::bytes(image.clone()).file_name("a.jpg"))
+        .part(
+            "a",
+            multipart::Part::bytes(image.clone()).file_name("a.jpg"),
+        )
         .part("b", multipart::Part::bytes(image).file_name("b.jpg"));
 
     let response = Client::new()
@@ -102,7 +110,8 @@ fn multipart_with_two_images() {
 fn json_base64_body() {
     let (image, index) = photo();
     let encoded = base64::engine::general_purpose::STANDARD.encode(&image);
-    let body = serde_json::json!({ "image": format!("data:image/jpeg;base64,{encoded}"), "top_k": 3 });
+    let body =
+        serde_json::json!({ "image": format!("data:image/jpeg;base64,{encoded}"), "top_k": 3 });
 
     let (status, body) = post(LITE0, "application/json", body.to_string().into_bytes());
 
@@ -115,7 +124,11 @@ fn json_base64_body() {
 fn alias_resolves_to_default_precision() {
     let (image, _) = photo();
 
-    let (status, body) = post("/v1/models/efficientnet-lite0/classify", "image/jpeg", image);
+    let (status, body) = post(
+        "/v1/models/efficientnet-lite0/classify",
+        "image/jpeg",
+        image,
+    );
 
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["model"], "efficientnet-lite0-int8");
@@ -148,38 +161,87 @@ fn model_list_reports_unavailable_variants() {
 
     let models = body["models"].as_array().unwrap();
     assert_eq!(models.len(), 10);
-    let lite0 = models.iter().find(|m| m["name"] == "efficientnet-lite0-int8").unwrap();
+    let lite0 = models
+        .iter()
+        .find(|m| m["name"] == "efficientnet-lite0-int8")
+        .unwrap();
     assert_eq!(lite0["state"], "ready");
     assert_eq!(lite0["resolution"], 224);
     assert!(lite0["evaluation"][0]["top1"].as_f64().unwrap() > 0.8);
-    let lite3 = models.iter().find(|m| m["name"] == "efficientnet-lite3-fp32").unwrap();
+    let lite3 = models
+        .iter()
+        .find(|m| m["name"] == "efficientnet-lite3-fp32")
+        .unwrap();
     assert_eq!(lite3["state"], "unavailable");
     assert_eq!(lite3["resolution"], 280);
-    assert!(lite3["reason"].as_str().unwrap().contains("no pretrained weights"));
-    assert_eq!(body["aliases"]["efficientnet-lite0"], "efficientnet-lite0-int8");
+    assert!(
+        lite3["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no pretrained weights")
+    );
+    assert_eq!(
+        body["aliases"]["efficientnet-lite0"],
+        "efficientnet-lite0-int8"
+    );
 }
 
 #[test]
 fn probes() {
     let client = Client::new();
 
-    assert_eq!(client.get(server().url("/health/live")).send().unwrap().status(), 200);
-    assert_eq!(client.get(server().url("/health/ready")).send().unwrap().status(), 200);
+    assert_eq!(
+        client
+            .get(server().url("/health/live"))
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        client
+            .get(server().url("/health/ready"))
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
 }
 
 #[test]
 fn unknown_model_lists_available_names() {
     let (status, body) = post("/v1/models/resnet50/classify", "image/jpeg", photo().0);
 
-    assert_error(status, &body, 404, "model_not_found", "\"resnet50\" not found");
-    assert!(body["error"]["message"].as_str().unwrap().contains("efficientnet-lite0-fp32"));
+    assert_error(
+        status,
+        &body,
+        404,
+        "model_not_found",
+        "\"resnet50\" not found",
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("efficientnet-lite0-fp32")
+    );
 }
 
 #[test]
 fn unavailable_model_is_503_with_reason() {
-    let (status, body) = post("/v1/models/efficientnet-lite4-int8/classify", "image/jpeg", photo().0);
+    let (status, body) = post(
+        "/v1/models/efficientnet-lite4-int8/classify",
+        "image/jpeg",
+        photo().0,
+    );
 
-    assert_error(status, &body, 503, "model_unavailable", "no pretrained weights supplied");
+    assert_error(
+        status,
+        &body,
+        503,
+        "model_unavailable",
+        "no pretrained weights supplied",
+    );
 }
 
 #[test]
@@ -194,7 +256,10 @@ fn not_an_image_is_415() {
     let (status, body) = post(LITE0, "image/jpeg", b"hello, this is plain text".to_vec());
 
     assert_eq!(status, 415, "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("JPEG"), "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("JPEG"),
+        "{body}"
+    );
 }
 
 #[test]
@@ -205,7 +270,13 @@ fn truncated_jpeg_is_422() {
     let (status, body) = post(LITE0, "image/jpeg", truncated);
 
     assert_eq!(status, 422, "{body}");
-    assert!(body["error"]["code"].as_str().unwrap().starts_with("image_"), "{body}");
+    assert!(
+        body["error"]["code"]
+            .as_str()
+            .unwrap()
+            .starts_with("image_"),
+        "{body}"
+    );
 }
 
 #[test]
@@ -222,7 +293,10 @@ fn huge_declared_dimensions_are_422() {
     png.extend_from_slice(&crc32(&ihdr).to_be_bytes());
     // An IDAT chunk with a tiny zlib stream, then IEND: the decoder reads
     // the header up to here, so only the declared size can reject it.
-    for (kind, data) in [(&b"IDAT"[..], &b"\x78\x9c\x63\x00\x00\x00\x01\x00\x01"[..]), (b"IEND", b"")] {
+    for (kind, data) in [
+        (&b"IDAT"[..], &b"\x78\x9c\x63\x00\x00\x00\x01\x00\x01"[..]),
+        (b"IEND", b""),
+    ] {
         let mut chunk = kind.to_vec();
         chunk.extend_from_slice(data);
         png.extend_from_slice(&(data.len() as u32).to_be_bytes());
@@ -288,7 +362,11 @@ fn crc32(bytes: &[u8]) -> u32 {
     for &byte in bytes {
         crc ^= byte as u32;
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc

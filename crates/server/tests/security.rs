@@ -100,7 +100,12 @@ impl SelfSigned {
     fn start_server(&self, extra_args: &[&str]) -> TestServer {
         let cert = self.dir.path().join("cert.pem");
         let key = self.dir.path().join("key.pem");
-        let mut args = vec!["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()];
+        let mut args = vec![
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ];
         args.extend_from_slice(extra_args);
         TestServer::start(&args)
     }
@@ -111,34 +116,49 @@ fn https_with_trusted_certificate() {
     let certificate = SelfSigned::new();
     let server = certificate.start_server(&[]);
     let trusted = Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(certificate.cert_pem.as_bytes()).unwrap())
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(certificate.cert_pem.as_bytes()).unwrap(),
+        )
         .resolve("localhost", server.http)
         .build()
         .unwrap();
     let photo = common::sample_image(&common::sample_labels()[0].0);
 
     let response = trusted
-        .post(format!("https://localhost:{}/v1/models/efficientnet-lite0-int8/classify", server.http.port()))
+        .post(format!(
+            "https://localhost:{}/v1/models/efficientnet-lite0-int8/classify",
+            server.http.port()
+        ))
         .body(photo)
         .send()
         .unwrap();
     assert_eq!(response.status(), 200);
 
     let untrusted = Client::new().get(server.url("/health/live")).send();
-    assert!(untrusted.is_err(), "a client without the certificate connected");
-    let plain = Client::new().get(format!("http://{}/health/live", server.http)).send();
+    assert!(
+        untrusted.is_err(),
+        "a client without the certificate connected"
+    );
+    let plain = Client::new()
+        .get(format!("http://{}/health/live", server.http))
+        .send();
     assert!(plain.map_or(true, |r| !r.status().is_success()));
 }
 
 #[test]
 fn grpc_with_trusted_certificate() {
-    use effnet_proto::inference::{ServerLiveRequest, grpc_inference_service_client::GrpcInferenceServiceClient};
+    use effnet_proto::inference::{
+        ServerLiveRequest, grpc_inference_service_client::GrpcInferenceServiceClient,
+    };
     use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
     let certificate = SelfSigned::new();
     let server = certificate.start_server(&["--grpc-addr", "127.0.0.1:0"]);
     let addr = server.grpc.unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
 
     let live = runtime.block_on(async {
         let tls = ClientTlsConfig::new()
@@ -151,7 +171,9 @@ fn grpc_with_trusted_certificate() {
             .connect()
             .await
             .unwrap();
-        GrpcInferenceServiceClient::new(channel).server_live(ServerLiveRequest {}).await
+        GrpcInferenceServiceClient::new(channel)
+            .server_live(ServerLiveRequest {})
+            .await
     });
     assert!(live.unwrap().into_inner().live);
 
@@ -160,10 +182,12 @@ fn grpc_with_trusted_certificate() {
             .unwrap()
             .connect()
             .await
-            .map(|channel| GrpcInferenceServiceClient::new(channel))
+            .map(GrpcInferenceServiceClient::new)
     });
     let plain_call = match plain {
-        Ok(mut client) => runtime.block_on(client.server_live(ServerLiveRequest {})).is_ok(),
+        Ok(mut client) => runtime
+            .block_on(client.server_live(ServerLiveRequest {}))
+            .is_ok(),
         Err(_) => false,
     };
     assert!(!plain_call, "plain gRPC reached the TLS listener");

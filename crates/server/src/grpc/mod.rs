@@ -76,7 +76,8 @@ pub async fn serve(
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let mut builder = tonic::transport::Server::builder();
     if let Some(identity) = tls {
-        builder = builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
+        builder =
+            builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
     }
     let result = builder
         .initial_stream_window_size(FLOW_CONTROL_WINDOW)
@@ -202,7 +203,7 @@ pub async fn with_deadline<T>(
     timeout: Option<Duration>,
     handler: impl Future<Output = Result<T, ServiceError>>,
 ) -> Result<T, ServiceError> {
-    let result = match timeout {
+    match timeout {
         Some(timeout) => match tokio::time::timeout(timeout, handler).await {
             Ok(result) => result,
             Err(_) => Err(ServiceError::new(
@@ -215,8 +216,7 @@ pub async fn with_deadline<T>(
             )),
         },
         None => handler.await,
-    };
-    result
+    }
 }
 
 #[cfg(test)]
@@ -225,9 +225,18 @@ mod tests {
 
     #[test]
     fn deadline_margin_scales_with_timeout() {
-        assert_eq!(deadline_margin(Duration::from_millis(20)), Duration::from_millis(5));
-        assert_eq!(deadline_margin(Duration::from_millis(300)), Duration::from_millis(30));
-        assert_eq!(deadline_margin(Duration::from_secs(10)), Duration::from_millis(50));
+        assert_eq!(
+            deadline_margin(Duration::from_millis(20)),
+            Duration::from_millis(5)
+        );
+        assert_eq!(
+            deadline_margin(Duration::from_millis(300)),
+            Duration::from_millis(30)
+        );
+        assert_eq!(
+            deadline_margin(Duration::from_secs(10)),
+            Duration::from_millis(50)
+        );
     }
 
     #[test]

@@ -293,7 +293,12 @@ fn typed_contents(datatype: &str, contents: InferTensorContents) -> TensorData {
 
 /// Translates one model's statistics into Triton's message for version `1`.
 fn convert_statistics(model: &Model, stats: ModelStatistics) -> pb::ModelStatistics {
-    let duration = |d: StatDuration| Some(pb::StatisticDuration { count: d.count, ns: d.ns });
+    let duration = |d: StatDuration| {
+        Some(pb::StatisticDuration {
+            count: d.count,
+            ns: d.ns,
+        })
+    };
     let batch_stats = stats
         .batch_stats
         .iter()

@@ -45,7 +45,9 @@ pub async fn require_token(
 /// The credentials of an `Authorization: Bearer <token>` header value.
 fn bearer(value: &[u8]) -> Option<&[u8]> {
     let (scheme, rest) = value.split_at_checked(7)?;
-    scheme.eq_ignore_ascii_case(b"bearer ").then(|| rest.trim_ascii())
+    scheme
+        .eq_ignore_ascii_case(b"bearer ")
+        .then(|| rest.trim_ascii())
 }
 
 /// A 401 in the REST error shape. Authentication failures are not a

@@ -113,7 +113,9 @@ async fn classify_request(
 
     let top_k = match query.top_k {
         Some(value) => parse_top_k(&value)?,
-        None => options.top_k.map_or(Ok(DEFAULT_TOP_K), |k| parse_top_k(&k.to_string()))?,
+        None => options
+            .top_k
+            .map_or(Ok(DEFAULT_TOP_K), |k| parse_top_k(&k.to_string()))?,
     };
     let true_class = match (query.true_class, options.true_class) {
         (Some(_), Some(_)) => {
@@ -236,7 +238,10 @@ async fn read_images(
     let max_images = service.config().max_images_per_request;
 
     let (images, options) = if content_type.starts_with("multipart/form-data") {
-        (read_multipart(request, max_images).await?, JsonOptions::default())
+        (
+            read_multipart(request, max_images).await?,
+            JsonOptions::default(),
+        )
     } else if content_type.starts_with("application/json") {
         read_json(request, max_images).await?
     } else {
@@ -247,7 +252,10 @@ async fn read_images(
     };
 
     if images.is_empty() {
-        return Err(ServiceError::invalid("no_image", "the request contains no image"));
+        return Err(ServiceError::invalid(
+            "no_image",
+            "the request contains no image",
+        ));
     }
     Ok((images, options))
 }
@@ -286,9 +294,8 @@ async fn read_json(
     let body = Bytes::from_request(request, &())
         .await
         .map_err(|rejection| body_error(rejection.status(), rejection.body_text()))?;
-    let parsed: JsonClassifyBody = serde_json::from_slice(&body).map_err(|e| {
-        ServiceError::invalid("invalid_json", format!("invalid JSON body: {e}"))
-    })?;
+    let parsed: JsonClassifyBody = serde_json::from_slice(&body)
+        .map_err(|e| ServiceError::invalid("invalid_json", format!("invalid JSON body: {e}")))?;
 
     let encoded: Vec<(String, String)> = match (parsed.image, parsed.images) {
         (Some(one), None) => vec![("image".to_string(), one)],
@@ -355,7 +362,8 @@ pub fn decode_base64_image(field: &str, value: &str) -> Result<Bytes, ServiceErr
     } else {
         &alphabet::STANDARD
     };
-    let padding = GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+    let padding =
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
     GeneralPurpose::new(alphabet, padding)
         .decode(payload)
         .map(Bytes::from)

@@ -32,7 +32,10 @@ pub async fn feedback(
         Err(rejection) => {
             let error = ServiceError::invalid(
                 "invalid_json",
-                format!("invalid feedback body: {}; expected {{\"request_id\": \"...\", \"true_class\": ...}}", rejection.body_text()),
+                format!(
+                    "invalid feedback body: {}; expected {{\"request_id\": \"...\", \"true_class\": ...}}",
+                    rejection.body_text()
+                ),
             );
             return RestError(error).into_response();
         }
@@ -54,7 +57,9 @@ pub async fn feedback(
             let (status, code) = match &error {
                 FeedbackError::NotFound { .. } => (StatusCode::NOT_FOUND, "request_id_not_found"),
                 FeedbackError::Expired { .. } => (StatusCode::NOT_FOUND, "request_id_expired"),
-                FeedbackError::AlreadyCounted { .. } => (StatusCode::CONFLICT, "feedback_already_counted"),
+                FeedbackError::AlreadyCounted { .. } => {
+                    (StatusCode::CONFLICT, "feedback_already_counted")
+                }
                 FeedbackError::ClassCount { .. } => (StatusCode::BAD_REQUEST, "invalid_true_class"),
             };
             tracing::debug!(request_id = %body.request_id, code, %error, "feedback rejected");

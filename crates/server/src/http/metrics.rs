@@ -3,13 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::{
-    Router,
-    extract::State,
-    http::header,
-    response::IntoResponse,
-    routing::get,
-};
+use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
 
 use crate::service::InferenceService;
 
@@ -30,5 +24,8 @@ pub fn router(service: Arc<InferenceService>) -> Router {
 }
 
 pub async fn metrics(State(service): State<Arc<InferenceService>>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, TEXT_FORMAT)], service.render_metrics())
+    (
+        [(header::CONTENT_TYPE, TEXT_FORMAT)],
+        service.render_metrics(),
+    )
 }

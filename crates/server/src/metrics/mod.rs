@@ -10,8 +10,8 @@
 use std::time::Duration;
 
 use prometheus::{
-    Encoder as _, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder, core::Collector,
+    Encoder as _, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder, core::Collector,
 };
 
 use crate::{
@@ -230,7 +230,10 @@ impl Metrics {
             queue_depth: register(
                 &registry,
                 IntGaugeVec::new(
-                    Opts::new("effnet_queue_depth", "Images queued for a model, both priorities."),
+                    Opts::new(
+                        "effnet_queue_depth",
+                        "Images queued for a model, both priorities.",
+                    ),
                     &model_only,
                 ),
             ),
@@ -254,7 +257,10 @@ impl Metrics {
             model_state: register(
                 &registry,
                 IntGaugeVec::new(
-                    Opts::new("effnet_model_state", "1 for the model's current state, 0 for the others."),
+                    Opts::new(
+                        "effnet_model_state",
+                        "1 for the model's current state, 0 for the others.",
+                    ),
                     &with_model(&["state"]),
                 ),
             ),
@@ -325,21 +331,27 @@ impl Metrics {
             ] {
                 vec.with_label_values(&self.labels(index, &[]));
             }
-            self.batch_failures.with_label_values(&self.labels(index, &[]));
+            self.batch_failures
+                .with_label_values(&self.labels(index, &[]));
             self.queue_depth.with_label_values(&self.labels(index, &[]));
 
             for evaluation in &model.manifest.evaluation {
                 let images = evaluation.images.to_string();
                 for (rank, value) in [("top1", evaluation.top1), ("top5", evaluation.top5)] {
                     self.offline_accuracy
-                        .with_label_values(&self.labels(index, &[&evaluation.dataset, &images, rank]))
+                        .with_label_values(
+                            &self.labels(index, &[&evaluation.dataset, &images, rank]),
+                        )
                         .set(value);
                 }
             }
         }
 
         for protocol in Protocol::ALL {
-            let labels = self.labels(self.unknown(), &[protocol.as_str(), Outcome::ClientError.as_str()]);
+            let labels = self.labels(
+                self.unknown(),
+                &[protocol.as_str(), Outcome::ClientError.as_str()],
+            );
             self.requests.with_label_values(&labels);
             self.request_images.with_label_values(&labels);
         }
@@ -353,8 +365,15 @@ impl Metrics {
     /// The model labels of `model` (or of [`UNKNOWN_MODEL`] for an index out
     /// of range) followed by `extra`.
     fn labels<'a>(&'a self, model: usize, extra: &[&'a str]) -> Vec<&'a str> {
-        let model = self.models.get(model).unwrap_or(&self.models[self.unknown()]);
-        model.iter().map(String::as_str).chain(extra.iter().copied()).collect()
+        let model = self
+            .models
+            .get(model)
+            .unwrap_or(&self.models[self.unknown()]);
+        model
+            .iter()
+            .map(String::as_str)
+            .chain(extra.iter().copied())
+            .collect()
     }
 
     /// Counts one finished request and, for a known model, its latency.
@@ -369,7 +388,9 @@ impl Metrics {
         let index = model.unwrap_or(self.unknown());
         let labels = self.labels(index, &[protocol.as_str(), outcome.as_str()]);
         self.requests.with_label_values(&labels).inc();
-        self.request_images.with_label_values(&labels).inc_by(images as u64);
+        self.request_images
+            .with_label_values(&labels)
+            .inc_by(images as u64);
         if let (Some(model), Some(duration)) = (model, duration) {
             self.request_duration
                 .with_label_values(&self.labels(model, &[]))
@@ -383,7 +404,9 @@ impl Metrics {
     /// Returns Triton's statistics of the model at registry index `model`,
     /// or `None` for an index out of range.
     pub fn statistics(&self, model: usize) -> Option<ModelStatistics> {
-        self.counters.get(model).map(statistics::ModelCounters::snapshot)
+        self.counters
+            .get(model)
+            .map(statistics::ModelCounters::snapshot)
     }
 
     /// Records the decode and preprocess time of one image.
@@ -475,12 +498,30 @@ mod tests {
             retry_after: Duration::from_secs(1),
         };
         let cases = [
-            (ServiceError::invalid("invalid_top_k", ""), Outcome::ClientError),
-            (ServiceError::new(ErrorKind::NotFound, "model_not_found", ""), Outcome::ClientError),
-            (ServiceError::new(overloaded, "overloaded", ""), Outcome::Rejected),
-            (ServiceError::new(ErrorKind::Unavailable, "shutting_down", ""), Outcome::Rejected),
-            (ServiceError::new(ErrorKind::Unavailable, "cancelled", ""), Outcome::Cancelled),
-            (ServiceError::new(ErrorKind::Unavailable, "model_unavailable", ""), Outcome::ServerError),
+            (
+                ServiceError::invalid("invalid_top_k", ""),
+                Outcome::ClientError,
+            ),
+            (
+                ServiceError::new(ErrorKind::NotFound, "model_not_found", ""),
+                Outcome::ClientError,
+            ),
+            (
+                ServiceError::new(overloaded, "overloaded", ""),
+                Outcome::Rejected,
+            ),
+            (
+                ServiceError::new(ErrorKind::Unavailable, "shutting_down", ""),
+                Outcome::Rejected,
+            ),
+            (
+                ServiceError::new(ErrorKind::Unavailable, "cancelled", ""),
+                Outcome::Cancelled,
+            ),
+            (
+                ServiceError::new(ErrorKind::Unavailable, "model_unavailable", ""),
+                Outcome::ServerError,
+            ),
             (
                 ServiceError::new(ErrorKind::DeadlineExceeded, "deadline_exceeded", ""),
                 Outcome::DeadlineExceeded,
@@ -495,7 +536,11 @@ mod tests {
 
     #[test]
     fn unknown_model_uses_fixed_label() {
-        let registry = ModelRegistry::new([], |_| Default::default(), effnet_repository::Precision::Int8);
+        let registry = ModelRegistry::new(
+            [],
+            |_| Default::default(),
+            effnet_repository::Precision::Int8,
+        );
         let metrics = Metrics::new(&registry);
 
         metrics.record_request(None, Protocol::Rest, Outcome::ClientError, 1, None);
@@ -510,7 +555,11 @@ mod tests {
 
     #[test]
     fn dropped_tracker_counts_cancelled() {
-        let registry = ModelRegistry::new([], |_| Default::default(), effnet_repository::Precision::Int8);
+        let registry = ModelRegistry::new(
+            [],
+            |_| Default::default(),
+            effnet_repository::Precision::Int8,
+        );
         let metrics = Arc::new(Metrics::new(&registry));
         let mut tracker = RequestTracker::new(metrics.clone(), Protocol::Rest, None, "abc");
         tracker.set_images(3);
@@ -524,7 +573,11 @@ mod tests {
 
     #[test]
     fn finished_tracker_counts_once() {
-        let registry = ModelRegistry::new([], |_| Default::default(), effnet_repository::Precision::Int8);
+        let registry = ModelRegistry::new(
+            [],
+            |_| Default::default(),
+            effnet_repository::Precision::Int8,
+        );
         let metrics = Arc::new(Metrics::new(&registry));
         let tracker = RequestTracker::new(metrics.clone(), Protocol::Rest, None, "abc");
 
@@ -532,12 +585,21 @@ mod tests {
         let text = metrics.render(&registry);
 
         assert!(!text.contains("outcome=\"cancelled\""), "{text}");
-        assert!(text.contains("outcome=\"client_error\",precision=\"\",protocol=\"rest\",variant=\"\"} 1"), "{text}");
+        assert!(
+            text.contains(
+                "outcome=\"client_error\",precision=\"\",protocol=\"rest\",variant=\"\"} 1"
+            ),
+            "{text}"
+        );
     }
 
     #[test]
     fn render_has_process_metrics() {
-        let registry = ModelRegistry::new([], |_| Default::default(), effnet_repository::Precision::Int8);
+        let registry = ModelRegistry::new(
+            [],
+            |_| Default::default(),
+            effnet_repository::Precision::Int8,
+        );
         let metrics = Metrics::new(&registry);
 
         let text = metrics.render(&registry);

@@ -21,7 +21,10 @@ impl Observer for SchedulerObserver {
             .batch_duration
             .with_label_values(&labels)
             .observe(duration.as_secs_f64());
-        self.0.batch_size.with_label_values(&labels).observe(size as f64);
+        self.0
+            .batch_size
+            .with_label_values(&labels)
+            .observe(size as f64);
         if let Some(counters) = self.0.counters.get(model.index()) {
             counters.batch_executed(size, duration);
         }

@@ -40,7 +40,10 @@ impl ProcessMetrics {
         Self {
             cpu_seconds: register(
                 registry,
-                Counter::new("process_cpu_seconds_total", "User and system CPU time in seconds."),
+                Counter::new(
+                    "process_cpu_seconds_total",
+                    "User and system CPU time in seconds.",
+                ),
             ),
             resident_memory: gauge("process_resident_memory_bytes", "Resident memory in bytes."),
             virtual_memory: gauge("process_virtual_memory_bytes", "Virtual memory in bytes."),

@@ -114,8 +114,13 @@ impl Drop for RequestTracker {
         if self.finished {
             return;
         }
-        self.metrics
-            .record_request(self.model, self.protocol, Outcome::Cancelled, self.images, None);
+        self.metrics.record_request(
+            self.model,
+            self.protocol,
+            Outcome::Cancelled,
+            self.images,
+            None,
+        );
         tracing::info!(
             request_id = %self.request_id,
             model = %self.model_name,

@@ -107,7 +107,9 @@ impl ModelCounters {
             inference_count: AtomicU64::new(0),
             execution_count: AtomicU64::new(0),
             last_inference_ms: AtomicU64::new(0),
-            batches: (0..=max_batch_size).map(|_| DurationCounter::default()).collect(),
+            batches: (0..=max_batch_size)
+                .map(|_| DurationCounter::default())
+                .collect(),
         }
     }
 
@@ -127,7 +129,9 @@ impl ModelCounters {
         let images = size as u64;
         self.inference_count.fetch_add(images, Ordering::Relaxed);
         self.execution_count.fetch_add(1, Ordering::Relaxed);
-        self.compute_infer.count.fetch_add(images, Ordering::Relaxed);
+        self.compute_infer
+            .count
+            .fetch_add(images, Ordering::Relaxed);
         self.compute_infer
             .ns
             .fetch_add(nanos(duration).saturating_mul(images), Ordering::Relaxed);
@@ -202,7 +206,13 @@ mod tests {
 
         assert_eq!(stats.inference_count, 4);
         assert_eq!(stats.execution_count, 2);
-        assert_eq!(stats.compute_infer, StatDuration { count: 4, ns: 34_000 });
+        assert_eq!(
+            stats.compute_infer,
+            StatDuration {
+                count: 4,
+                ns: 34_000
+            }
+        );
         assert_eq!(stats.compute_input, StatDuration { count: 4, ns: 0 });
         assert_eq!(stats.compute_output, StatDuration { count: 4, ns: 0 });
         assert!(stats.last_inference > 0);
@@ -219,7 +229,13 @@ mod tests {
 
         assert_eq!(stats.batch_stats.len(), 1);
         assert_eq!(stats.batch_stats[0].batch_size, 3);
-        assert_eq!(stats.batch_stats[0].compute_infer, StatDuration { count: 2, ns: 30_000 });
+        assert_eq!(
+            stats.batch_stats[0].compute_infer,
+            StatDuration {
+                count: 2,
+                ns: 30_000
+            }
+        );
     }
 
     #[test]

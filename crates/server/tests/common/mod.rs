@@ -70,10 +70,18 @@ fn onnxruntime_library() -> PathBuf {
     }
     let site = workspace_root().join(".venv/lib");
     for python in std::fs::read_dir(&site).expect(".venv missing; run scripts/setup.sh") {
-        let capi = python.unwrap().path().join("site-packages/onnxruntime/capi");
+        let capi = python
+            .unwrap()
+            .path()
+            .join("site-packages/onnxruntime/capi");
         for entry in std::fs::read_dir(&capi).into_iter().flatten() {
             let path = entry.unwrap().path();
-            if path.file_name().unwrap().to_string_lossy().starts_with("libonnxruntime.so.") {
+            if path
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("libonnxruntime.so.")
+            {
                 return path;
             }
         }
@@ -141,7 +149,9 @@ impl TestServer {
                 .expect("server did not report its listening address in time");
             let value: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
             let message = value["fields"]["message"].as_str().unwrap_or("");
-            let addr = value["fields"]["addr"].as_str().and_then(|a| a.parse().ok());
+            let addr = value["fields"]["addr"]
+                .as_str()
+                .and_then(|a| a.parse().ok());
             match message {
                 "http listening" => http = addr,
                 "grpc listening" => grpc = addr,
@@ -152,7 +162,11 @@ impl TestServer {
             child,
             http: http.unwrap(),
             grpc,
-            scheme: if extra_args.contains(&"--tls-cert") { "https" } else { "http" },
+            scheme: if extra_args.contains(&"--tls-cert") {
+                "https"
+            } else {
+                "http"
+            },
             logs: Mutex::new(rx),
         };
         server.wait_ready(Duration::from_secs(300));
@@ -171,12 +185,15 @@ impl TestServer {
             .unwrap();
         let started = Instant::now();
         loop {
-            if let Ok(response) = client.get(self.url("/health/ready")).send() {
-                if response.status() == 200 {
-                    return;
-                }
+            if let Ok(response) = client.get(self.url("/health/ready")).send()
+                && response.status() == 200
+            {
+                return;
             }
-            assert!(started.elapsed() < timeout, "server not ready after {timeout:?}");
+            assert!(
+                started.elapsed() < timeout,
+                "server not ready after {timeout:?}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -194,7 +211,10 @@ impl TestServer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         let pid = self.child.id();
-        RUNNING.lock().unwrap_or_else(|e| e.into_inner()).retain(|&p| p != pid);
+        RUNNING
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|&p| p != pid);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
