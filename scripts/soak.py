@@ -2,11 +2,13 @@
 
 Starts effnet-serve on 127.0.0.1 with the real model repository, measures
 its capacity with a short closed-loop burst of valid requests, then sends
-valid requests to several models mixed with invalid ones (corrupt,
-truncated, unsupported and oversized images, unknown models, malformed
-JSON) at `--load` of that capacity for `--duration` seconds. Prints the
-server's resident memory at the start and end of the soak and the response
-counts by status and error code. Every loop is bounded by time and count.
+valid requests to several models, over the REST API and the Open Inference
+Protocol (JSON and binary tensor data), mixed with invalid ones (corrupt,
+truncated, unsupported and oversized images, unknown models, malformed JSON
+and OIP bodies) at `--load` of that capacity for `--duration` seconds.
+Prints the server's resident memory at the start, every `--rss-interval`
+seconds and at the end of the soak, and the response counts by status and
+error code. Every loop is bounded by time and count.
 
 Usage: .venv/bin/python scripts/soak.py --binary target/release/effnet-serve --duration 1800
 """
@@ -53,15 +55,17 @@ def rss_kib(pid: int, field: str = "VmRSS") -> int:
     return int(re.search(rf"^{field}:\s+(\d+)", status, re.M).group(1))
 
 
-def post(url: str, body: bytes, content_type: str, timeout: float = 30.0) -> tuple[int, str]:
-    request = urllib.request.Request(url, data=body, method="POST", headers={"content-type": content_type})
+def post(url: str, body: bytes, headers: dict[str, str], timeout: float = 30.0) -> tuple[int, str]:
+    request = urllib.request.Request(url, data=body, method="POST", headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             response.read()
             return response.status, "ok"
     except urllib.error.HTTPError as error:
         try:
-            code = json.loads(error.read())["error"]["code"]
+            detail = json.loads(error.read())["error"]
+            # REST errors carry a code; OIP errors are the protocol's plain message.
+            code = detail["code"] if isinstance(detail, dict) else "oip_error"
         except (ValueError, KeyError, TypeError):
             code = "unparsed"
         return error.code, code
@@ -70,7 +74,7 @@ def post(url: str, body: bytes, content_type: str, timeout: float = 30.0) -> tup
 
 
 def requests(sample: Path) -> tuple[list, list]:
-    """(valid, invalid) lists of (path, body, content type)."""
+    """(valid, invalid) lists of (path, body, headers)."""
     photos = sorted((sample / "images").iterdir())[:50]
     jpegs = [p.read_bytes() for p in photos]
     png_bomb = (
@@ -78,18 +82,46 @@ def requests(sample: Path) -> tuple[list, list]:
         + bytes.fromhex("0000000d49484452") + (100_000).to_bytes(4, "big") * 2
         + bytes.fromhex("0802000000") + b"\x00\x00\x00\x00"
     )
-    valid = [(f"/v1/models/{m}/classify", j, "image/jpeg") for m in VALID_MODELS for j in jpegs[:10]]
+    rest = "/v1/models/efficientnet-lite0-int8/classify"
+    oip = "/v2/models/efficientnet-lite0-int8/infer"
+    jpeg = {"content-type": "image/jpeg"}
+    json_type = {"content-type": "application/json"}
+    valid = [(f"/v1/models/{m}/classify", j, jpeg) for m in VALID_MODELS for j in jpegs[:10]]
+    valid += [(f"/v2/models/{m}/infer", *oip_binary(j)) for m in VALID_MODELS for j in jpegs[10:15]]
     invalid = [
-        ("/v1/models/efficientnet-lite0-int8/classify", jpegs[0][: len(jpegs[0]) // 2], "image/jpeg"),
-        ("/v1/models/efficientnet-lite0-int8/classify", os.urandom(2048), "image/jpeg"),
-        ("/v1/models/efficientnet-lite0-int8/classify", png_bomb, "image/png"),
-        ("/v1/models/efficientnet-lite0-int8/classify", b"\x00\x00\x00\x18ftypavif\x00\x00\x00\x00mif1", "image/avif"),
-        ("/v1/models/efficientnet-lite9-int8/classify", jpegs[1], "image/jpeg"),
-        ("/v1/models/efficientnet-lite0-int8/classify", b'{"image": "***"}', "application/json"),
-        ("/v1/models/efficientnet-lite0-int8/classify", b"", "image/jpeg"),
-        ("/v1/models/efficientnet-lite3-int8/classify", jpegs[2], "image/jpeg"),
+        (rest, jpegs[0][: len(jpegs[0]) // 2], jpeg),
+        (rest, os.urandom(2048), jpeg),
+        (rest, png_bomb, {"content-type": "image/png"}),
+        (rest, b"\x00\x00\x00\x18ftypavif\x00\x00\x00\x00mif1", {"content-type": "image/avif"}),
+        ("/v1/models/efficientnet-lite9-int8/classify", jpegs[1], jpeg),
+        (rest, b'{"image": "***"}', json_type),
+        (rest, b"", jpeg),
+        ("/v1/models/efficientnet-lite3-int8/classify", jpegs[2], jpeg),
+        (oip, b'{"inputs": [{"name": "input", "shape": [1], "datatype": "BYTES"', json_type),
+        (oip, json.dumps({"inputs": [{"name": "input", "shape": [2, 3], "datatype": "FP32", "data": [1]}]}).encode(),
+         json_type),
+        # A JSON string is read as UTF-8 text, which is no image.
+        (oip, json.dumps({"inputs": [{"name": "input", "shape": [1], "datatype": "BYTES", "data": ["not an image"]}]}).encode(),
+         json_type),
+        (oip, *oip_binary(jpegs[3], declared=len(jpegs[3]) + 100)),
     ]
     return valid, invalid
+
+
+def oip_binary(image: bytes, declared: int | None = None) -> tuple[bytes, dict[str, str]]:
+    """Build an OIP inference request with `image` as binary tensor data.
+
+    The request asks for the top 5 classes. `declared` replaces the byte count
+    in the header, to make it wrong.
+    """
+    raw = len(image).to_bytes(4, "little") + image
+    header = json.dumps(
+        {"inputs": [{"name": "input", "shape": [1], "datatype": "BYTES",
+                     "parameters": {"binary_data_size": declared or len(raw)}}],
+         "outputs": [{"name": "logits", "parameters": {"classification": 5}}]}
+    ).encode()
+    headers = {"content-type": "application/octet-stream", "inference-header-content-length": str(len(header))}
+    return header + raw, headers
 
 
 def run_workers(base: str, workers: int, seconds: float, interval: float, valid, invalid, share: float):
@@ -111,9 +143,9 @@ def run_workers(base: str, workers: int, seconds: float, interval: float, valid,
                 continue
             next_at += interval
             kind, pool = ("invalid", invalid) if rng.random() < share else ("valid", valid)
-            path, body, content_type = rng.choice(pool)
+            path, body, headers = rng.choice(pool)
             started = time.monotonic()
-            status, code = post(base + path, body, content_type)
+            status, code = post(base + path, body, headers)
             with lock:
                 counts[(kind, status, code)] += 1
                 if kind == "valid" and status == 200:
@@ -134,6 +166,7 @@ def main() -> int:
     parser.add_argument("--load", type=float, default=0.7, help="fraction of measured capacity (default 0.7)")
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--probe-seconds", type=float, default=20.0)
+    parser.add_argument("--rss-interval", type=float, default=60.0, help="seconds between RSS samples (default 60)")
     parser.add_argument(
         "--rate", type=float, help="requests per second; skips the capacity probe (to compare builds)"
     )
@@ -172,17 +205,29 @@ def main() -> int:
             print(f"capacity {capacity:.1f} valid req/s with {args.workers} workers; soak at {rate:.1f} req/s")
 
         rss_start = rss_kib(server.pid)
+        samples: list[int] = []
+        done = threading.Event()
+
+        def sample_rss() -> None:
+            while not done.wait(args.rss_interval):
+                samples.append(rss_kib(server.pid))
+
+        sampler = threading.Thread(target=sample_rss)
+        sampler.start()
         started = time.monotonic()
         counts, latencies = run_workers(
             base, args.workers, args.duration, args.workers / rate, valid, invalid, INVALID_SHARE
         )
         elapsed = time.monotonic() - started
+        done.set()
+        sampler.join()
         rss_end = rss_kib(server.pid)
         peak = rss_kib(server.pid, "VmHWM")
 
         total = sum(counts.values())
         print(f"soak {elapsed:.0f} s, {total} requests ({total / elapsed:.1f}/s), server alive: {server.poll() is None}")
         print(f"RSS start {rss_start / 1024:.1f} MiB, end {rss_end / 1024:.1f} MiB, peak {peak / 1024:.1f} MiB")
+        print(f"RSS every {args.rss_interval:.0f} s (MiB): " + " ".join(f"{kib / 1024:.0f}" for kib in samples))
         latencies.sort()
         if latencies:
             p50, p99 = (latencies[int(q * (len(latencies) - 1))] * 1000 for q in (0.5, 0.99))

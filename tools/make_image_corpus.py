@@ -1,8 +1,8 @@
 """Generate the image corpus that the effnet-imaging tests decode.
 
 From one sample photo this writes every encoding variant the server must
-accept: JPEG baseline, progressive, restart markers, grayscale, CMYK, RGB
-colour space and EXIF orientations 1..8; PNG 8/16-bit, grayscale, alpha,
+accept: JPEG baseline, progressive, restart markers, grayscale, CMYK, YCCK,
+RGB colour space and EXIF orientations 1..8; PNG 8/16-bit, grayscale, alpha,
 palette with transparency and Adam7 interlacing; WebP; GIF; BMP. It also
 writes hostile inputs the server must reject: empty, random bytes, truncated
 files, oversized headers and formats that are detected but unsupported. ``cases.json`` lists
@@ -15,8 +15,8 @@ convert("RGB"), centre crop, BICUBIC resize) as PNG files, the
 evaluation pipeline that the Rust preprocessing must reproduce.
 
 Everything is generated locally from the given photos; nothing is downloaded.
-Writing a YCCK JPEG needs an encoder option that Pillow does not expose, so
-the corpus has no YCCK case.
+Pillow cannot write YCCK JPEGs, so that case is encoded with libjpeg-turbo
+through imagecodecs.
 
 Usage:
     .venv/bin/python tools/make_image_corpus.py corpus PHOTO OUT_DIR
@@ -33,6 +33,7 @@ import sys
 import zlib
 from pathlib import Path
 
+import imagecodecs
 import numpy as np
 from PIL import Image, ImageOps
 
@@ -76,6 +77,9 @@ EXIF_ORIENTATION_TAG = 0x0112
 # A wrong orientation, colour conversion or frame differs by tens of levels.
 JPEG_420_BOUND = 4.5
 JPEG_444_BOUND = 2.5
+# YCCK goes through two colour conversions (RGB to CMYK, inverted CMY to YCbCr) and four
+# quantised channels: about 2.8 at quality 95. The decode itself equals Pillow's exactly.
+JPEG_YCCK_BOUND = 3.5
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -259,6 +263,23 @@ def composite_on_white(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     return ((c * a + 255 * (255 - a) + 127) // 255).astype(np.uint8)
 
 
+def encode_ycck(photo: Image.Image) -> bytes:
+    """Encode `photo` as an Adobe YCCK JPEG.
+
+    Adobe applications store CMYK inverted and write an APP14 marker. With
+    transform 2 in that marker, libjpeg converts the inverted C, M and Y to
+    YCbCr and keeps K.
+    """
+    inverted_cmyk = 255 - np.asarray(photo.convert("CMYK"))
+    data = imagecodecs.jpeg8_encode(
+        inverted_cmyk, level=95, colorspace="CMYK", outcolorspace="YCCK", subsampling=(1, 1)
+    )
+    with Image.open(io.BytesIO(data)) as decoded:
+        if decoded.mode != "CMYK" or decoded.info.get("adobe_transform") != 2:
+            raise RuntimeError("imagecodecs did not write an Adobe YCCK JPEG")
+    return bytes(data)
+
+
 def write_jpeg_variants(corpus: Corpus, photo: Image.Image, gray: Image.Image) -> bytes:
     baseline = encode(photo, "JPEG", quality=92)
     corpus.ok("baseline.jpg", baseline, "rgb.png", JPEG_420_BOUND, "baseline JPEG, 4:2:0, quality 92")
@@ -290,6 +311,13 @@ def write_jpeg_variants(corpus: Corpus, photo: Image.Image, gray: Image.Image) -
         "rgb.png",
         JPEG_444_BOUND,
         "Adobe CMYK JPEG (inverted, as Photoshop and Pillow write it), K = 0",
+    )
+    corpus.ok(
+        "ycck.jpg",
+        encode_ycck(photo),
+        "rgb.png",
+        JPEG_YCCK_BOUND,
+        "Adobe YCCK JPEG (APP14 transform 2, inverted CMYK), as Photoshop writes CMYK",
     )
     corpus.ok(
         "rgb_colourspace.jpg",

@@ -83,3 +83,13 @@ impl From<effnet_imaging::ImageError> for ServiceError {
         Self::new(kind, error.code(), error.to_string())
     }
 }
+
+impl From<effnet_oip::Error> for ServiceError {
+    fn from(error: effnet_oip::Error) -> Self {
+        let kind = match error.kind {
+            effnet_oip::ErrorKind::InvalidArgument => ErrorKind::InvalidArgument,
+            effnet_oip::ErrorKind::TooLarge => ErrorKind::PayloadTooLarge,
+        };
+        Self::new(kind, error.code, error.message)
+    }
+}

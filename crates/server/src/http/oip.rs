@@ -5,7 +5,7 @@
 //! Errors use the protocol's body `{"error": "..."}` with the status codes
 //! of [`super::status_of`].
 
-use std::{collections::HashMap, fmt, sync::Arc};
+use std::sync::Arc;
 
 use axum::{
     Json, Router,
@@ -16,10 +16,7 @@ use axum::{
     routing::{get, post},
 };
 use bytes::Bytes;
-use serde::{
-    Deserialize, Deserializer,
-    de::{self, DeserializeSeed, SeqAccess, Visitor},
-};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{RequestId, live, ready, status_of, with_retry_after};
@@ -27,7 +24,7 @@ use crate::{
     error::{ErrorKind, ServiceError},
     metrics::StatDuration,
     models::{Model, ModelState},
-    oip::{self, InferInput, InferRequest, OutputData, RequestedOutput, TensorData},
+    oip::{self, InferRequest, OutputData},
     service::{InferenceService, Protocol},
 };
 
@@ -162,7 +159,9 @@ async fn model_statistics(
     Path(path): Path<ModelPath>,
 ) -> Result<Json<Value>, OipError> {
     let model = oip::resolve(&service, &path.model, &path.version)?;
-    Ok(Json(json!({ "model_stats": [statistics(&service, model)] })))
+    Ok(Json(
+        json!({ "model_stats": [statistics(&service, model)] }),
+    ))
 }
 
 async fn all_statistics(State(service): State<Arc<InferenceService>>) -> Json<Value> {
@@ -272,8 +271,16 @@ async fn infer_request(
             }
         })?;
 
-    let parsed = parse_request(path, body, header_length, timeout)?;
-    let response = oip::infer(service, parsed.request).await?;
+    let parsed = effnet_oip::json::parse_request(body, header_length)?;
+    let request = InferRequest {
+        model: path.model,
+        version: path.version,
+        id: parsed.id,
+        inputs: parsed.inputs,
+        outputs: parsed.outputs,
+        timeout,
+    };
+    let response = oip::infer(service, request).await?;
     Ok((response, parsed.binary_output))
 }
 
@@ -294,169 +301,6 @@ fn header_length(headers: &HeaderMap) -> Result<Option<usize>, ServiceError> {
                 "inference-header-content-length must be a byte count",
             )
         })
-}
-
-#[derive(Debug, Deserialize)]
-struct JsonInferRequest {
-    #[serde(default)]
-    id: String,
-    #[serde(default)]
-    parameters: HashMap<String, Value>,
-    inputs: Vec<JsonInput>,
-    #[serde(default)]
-    outputs: Vec<JsonOutput>,
-}
-
-#[derive(Debug, Deserialize)]
-struct JsonInput {
-    name: String,
-    shape: Vec<i64>,
-    datatype: String,
-    #[serde(default)]
-    parameters: HashMap<String, Value>,
-    #[serde(default)]
-    data: Option<FlatData>,
-}
-
-#[derive(Debug, Deserialize)]
-struct JsonOutput {
-    name: String,
-    #[serde(default)]
-    parameters: HashMap<String, Value>,
-}
-
-struct ParsedRequest {
-    request: InferRequest,
-    /// Return every output as binary tensor data.
-    binary_output: bool,
-}
-
-/// Splits the body into the JSON header and the binary tensor data, and
-/// assigns each input declaring `binary_data_size` its slice of the data.
-fn parse_request(
-    path: ModelPath,
-    body: Bytes,
-    header_length: Option<usize>,
-    timeout: Option<std::time::Duration>,
-) -> Result<ParsedRequest, ServiceError> {
-    let header_length = header_length.unwrap_or(body.len());
-    if header_length > body.len() {
-        return Err(ServiceError::invalid(
-            "invalid_header",
-            format!(
-                "inference-header-content-length {header_length} exceeds the body of {} bytes",
-                body.len()
-            ),
-        ));
-    }
-    let mut binary = body.slice(header_length..);
-    let parsed: JsonInferRequest = serde_json::from_slice(&body[..header_length]).map_err(|e| {
-        ServiceError::invalid(
-            "invalid_json",
-            format!("invalid inference request JSON: {e}"),
-        )
-    })?;
-
-    let mut inputs = Vec::with_capacity(parsed.inputs.len());
-    for input in parsed.inputs {
-        let binary_size = input.parameters.get("binary_data_size");
-        let data = match (binary_size, input.data) {
-            (Some(size), None) => {
-                let size = size.as_u64().ok_or_else(|| {
-                    ServiceError::invalid(
-                        "invalid_parameter",
-                        "binary_data_size must be a byte count",
-                    )
-                })?;
-                if size > binary.len() as u64 {
-                    return Err(ServiceError::invalid(
-                        "invalid_byte_length",
-                        format!(
-                            "input {:?} declares {size} bytes of binary data but only {} remain",
-                            input.name,
-                            binary.len()
-                        ),
-                    ));
-                }
-                TensorData::Raw(binary.split_to(size as usize))
-            }
-            (None, Some(FlatData::Numbers(values))) => TensorData::Fp32(values),
-            (None, Some(FlatData::Strings(strings))) => TensorData::Bytes(strings),
-            (Some(_), Some(_)) => {
-                return Err(ServiceError::invalid(
-                    "invalid_input",
-                    format!("input {:?} has both data and binary_data_size", input.name),
-                ));
-            }
-            (None, None) => {
-                return Err(ServiceError::invalid(
-                    "invalid_input",
-                    format!(
-                        "input {:?} has neither data nor binary_data_size",
-                        input.name
-                    ),
-                ));
-            }
-        };
-        inputs.push(InferInput {
-            name: input.name,
-            datatype: input.datatype,
-            shape: input.shape,
-            data,
-        });
-    }
-    if !binary.is_empty() {
-        return Err(ServiceError::invalid(
-            "invalid_byte_length",
-            format!(
-                "{} bytes of binary data after the JSON header belong to no input",
-                binary.len()
-            ),
-        ));
-    }
-
-    let binary_output = parsed
-        .parameters
-        .get("binary_data_output")
-        .and_then(Value::as_bool)
-        == Some(true);
-    let outputs = parsed
-        .outputs
-        .into_iter()
-        .map(|output| {
-            let classification = match output.parameters.get("classification") {
-                None => None,
-                Some(k) => Some(k.as_u64().filter(|&k| k <= 1000).ok_or_else(|| {
-                    ServiceError::invalid(
-                        "invalid_classification",
-                        "classification must be an integer from 1 to 1000",
-                    )
-                })? as usize),
-            };
-            let binary_data = output
-                .parameters
-                .get("binary_data")
-                .and_then(Value::as_bool)
-                .unwrap_or(binary_output);
-            Ok(RequestedOutput {
-                name: output.name,
-                classification,
-                binary_data,
-            })
-        })
-        .collect::<Result<Vec<_>, ServiceError>>()?;
-
-    Ok(ParsedRequest {
-        request: InferRequest {
-            model: path.model,
-            version: path.version,
-            id: parsed.id,
-            inputs,
-            outputs,
-            timeout,
-        },
-        binary_output,
-    })
 }
 
 /// Renders the response as JSON, or as a JSON header followed by binary
@@ -510,153 +354,4 @@ fn render_response(response: oip::InferResponse, binary_output: bool) -> Respons
     );
     headers.insert(HEADER_LENGTH.clone(), header_length);
     response
-}
-
-/// A JSON tensor's `data`: nested or flat arrays of numbers or of strings,
-/// flattened in row-major order while parsing, so that no intermediate
-/// `serde_json::Value` per element is built.
-#[derive(Debug)]
-enum FlatData {
-    Numbers(Vec<f32>),
-    Strings(Vec<Bytes>),
-}
-
-impl<'de> Deserialize<'de> for FlatData {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let mut data = None;
-        deserializer.deserialize_seq(Flatten { data: &mut data })?;
-        Ok(data.unwrap_or(FlatData::Numbers(Vec::new())))
-    }
-}
-
-/// Appends the elements of one (possibly nested) array to `data`.
-struct Flatten<'a> {
-    data: &'a mut Option<FlatData>,
-}
-
-impl<'de> DeserializeSeed<'de> for Flatten<'_> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Flatten<'_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an array of numbers or of strings, flat or nested")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq
-            .next_element_seed(Flatten {
-                data: &mut *self.data,
-            })?
-            .is_some()
-        {}
-        Ok(())
-    }
-
-    fn visit_f64<E: de::Error>(self, value: f64) -> Result<(), E> {
-        match self.data.get_or_insert(FlatData::Numbers(Vec::new())) {
-            FlatData::Numbers(values) => {
-                values.push(value as f32);
-                Ok(())
-            }
-            FlatData::Strings(_) => Err(E::custom("data mixes numbers and strings")),
-        }
-    }
-
-    fn visit_i64<E: de::Error>(self, value: i64) -> Result<(), E> {
-        self.visit_f64(value as f64)
-    }
-
-    fn visit_u64<E: de::Error>(self, value: u64) -> Result<(), E> {
-        self.visit_f64(value as f64)
-    }
-
-    fn visit_str<E: de::Error>(self, value: &str) -> Result<(), E> {
-        match self.data.get_or_insert(FlatData::Strings(Vec::new())) {
-            FlatData::Strings(strings) => {
-                strings.push(Bytes::copy_from_slice(value.as_bytes()));
-                Ok(())
-            }
-            FlatData::Numbers(_) => Err(E::custom("data mixes numbers and strings")),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn path() -> ModelPath {
-        ModelPath {
-            model: "m".into(),
-            version: String::new(),
-        }
-    }
-
-    #[test]
-    fn nested_data_is_flattened() {
-        let data: FlatData = serde_json::from_str("[[1, 2.5], [3, -4]]").unwrap();
-
-        let FlatData::Numbers(values) = data else {
-            panic!("expected numbers")
-        };
-        assert_eq!(values, vec![1.0, 2.5, 3.0, -4.0]);
-    }
-
-    #[test]
-    fn mixed_data_is_rejected() {
-        assert!(serde_json::from_str::<FlatData>(r#"[1, "a"]"#).is_err());
-    }
-
-    #[test]
-    fn binary_input_gets_its_slice() {
-        let header = r#"{"inputs":[{"name":"input","shape":[1],"datatype":"BYTES","parameters":{"binary_data_size":3}}]}"#;
-        let body = Bytes::from(format!("{header}abc"));
-
-        let parsed = parse_request(path(), body, Some(header.len()), None).unwrap();
-
-        let TensorData::Raw(raw) = &parsed.request.inputs[0].data else {
-            panic!("expected raw data")
-        };
-        assert_eq!(&raw[..], b"abc");
-    }
-
-    #[test]
-    fn binary_size_past_end() {
-        let header = r#"{"inputs":[{"name":"input","shape":[1],"datatype":"BYTES","parameters":{"binary_data_size":9}}]}"#;
-        let body = Bytes::from(format!("{header}abc"));
-
-        let error = parse_request(path(), body, Some(header.len()), None)
-            .err()
-            .unwrap();
-
-        assert_eq!(error.code, "invalid_byte_length");
-    }
-
-    #[test]
-    fn trailing_binary_is_rejected() {
-        let header = r#"{"inputs":[{"name":"input","shape":[1],"datatype":"FP32","data":[1]}]}"#;
-        let body = Bytes::from(format!("{header}xyz"));
-
-        let error = parse_request(path(), body, Some(header.len()), None)
-            .err()
-            .unwrap();
-
-        assert_eq!(error.code, "invalid_byte_length");
-    }
-
-    #[test]
-    fn header_length_past_body() {
-        let error = parse_request(path(), Bytes::from_static(b"{}"), Some(10), None)
-            .err()
-            .unwrap();
-
-        assert_eq!(error.code, "invalid_header");
-    }
 }
