@@ -111,13 +111,13 @@ def requests(sample: Path) -> tuple[list, list]:
 def oip_binary(image: bytes, declared: int | None = None) -> tuple[bytes, dict[str, str]]:
     """Build an OIP inference request with `image` as binary tensor data.
 
-    The request asks for the top 5 classes. `declared` replaces the byte count
+    Its output sets the classification parameter to 5. `declared` replaces the byte count
     in the header, to make it wrong.
     """
     raw = len(image).to_bytes(4, "little") + image
     header = json.dumps(
         {"inputs": [{"name": "input", "shape": [1], "datatype": "BYTES",
-                     "parameters": {"binary_data_size": declared or len(raw)}}],
+                     "parameters": {"binary_data_size": len(raw) if declared is None else declared}}],
          "outputs": [{"name": "logits", "parameters": {"classification": 5}}]}
     ).encode()
     headers = {"content-type": "application/octet-stream", "inference-header-content-length": str(len(header))}
@@ -215,12 +215,14 @@ def main() -> int:
         sampler = threading.Thread(target=sample_rss)
         sampler.start()
         started = time.monotonic()
-        counts, latencies = run_workers(
-            base, args.workers, args.duration, args.workers / rate, valid, invalid, INVALID_SHARE
-        )
+        try:
+            counts, latencies = run_workers(
+                base, args.workers, args.duration, args.workers / rate, valid, invalid, INVALID_SHARE
+            )
+        finally:
+            done.set()
+            sampler.join()
         elapsed = time.monotonic() - started
-        done.set()
-        sampler.join()
         rss_end = rss_kib(server.pid)
         peak = rss_kib(server.pid, "VmHWM")
 
@@ -233,6 +235,7 @@ def main() -> int:
             p50, p99 = (latencies[int(q * (len(latencies) - 1))] * 1000 for q in (0.5, 0.99))
             print(f"valid latency p50 {p50:.0f} ms, p99 {p99:.0f} ms")
         print("kind     status  code                        count")
+        print("(OIP error bodies carry only a message, so their code reads oip_error)")
         for (kind, status, code), n in sorted(counts.items()):
             print(f"{kind:<8} {status:<7} {code:<27} {n}")
         unexpected = sum(n for (kind, status, _), n in counts.items() if status in (0, 500))

@@ -78,7 +78,8 @@ EXIF_ORIENTATION_TAG = 0x0112
 JPEG_420_BOUND = 4.5
 JPEG_444_BOUND = 2.5
 # YCCK goes through two colour conversions (RGB to CMYK, inverted CMY to YCbCr) and four
-# quantised channels: about 2.8 at quality 95. The decode itself equals Pillow's exactly.
+# quantised channels: 2.8 at quality 95, measured on the house finch photo of the committed
+# corpus. The decode itself equals Pillow's exactly.
 JPEG_YCCK_BOUND = 3.5
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

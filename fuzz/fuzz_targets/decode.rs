@@ -1,6 +1,7 @@
 //! Decodes and preprocesses arbitrary bytes with the server's default limits:
 //! every input must give an image or an [`effnet_imaging::ImageError`],
-//! never a panic, and never allocate past the decode limit.
+//! never a panic, and never allocate past the decode limit. The decode time
+//! limit is off, so that libFuzzer's timeout reports slow inputs.
 
 #![no_main]
 
@@ -14,7 +15,12 @@ fuzz_target!(|data: &[u8]| {
         mean: [127.0; 3],
         std: [128.0; 3],
     };
-    if let Ok((tensor, _)) = decode_and_preprocess(data, &Limits::default(), &spec) {
+    // No time limit, so that libFuzzer's own timeout reports slow inputs.
+    let limits = Limits {
+        max_decode_time: None,
+        ..Limits::default()
+    };
+    if let Ok((tensor, _)) = decode_and_preprocess(data, &limits, &spec) {
         assert_eq!(tensor.len(), spec.output_len());
         assert!(tensor.iter().all(|v| v.is_finite()));
     }

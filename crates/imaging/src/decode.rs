@@ -8,15 +8,17 @@
 //! The EXIF orientation is applied wherever the decoder reports one (JPEG,
 //! PNG `eXIf`, WebP). GIF decodes to its first frame.
 
+use std::cell::Cell;
 use std::fmt::Write as _;
 use std::io::Cursor;
+use std::time::Duration;
 
 use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
 
 use crate::{ImageError, ImageFormat};
 
-/// Bounds on one decode, checked before any pixel buffer is allocated.
+/// Bounds on one decode. The size bounds are checked before any pixel buffer is allocated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Maximum width in pixels, after any EXIF rotation (default 16384).
@@ -30,6 +32,9 @@ pub struct Limits {
     /// Maximum bytes the decode may hold at once: the decoder's own buffers, its output in the
     /// native colour type and the RGB8 copy (default 512 MiB).
     pub max_decode_alloc: u64,
+    /// Maximum CPU time of one decode, or `None` for no limit (default 5 s). CPU time of the
+    /// decoding thread, not wall-clock time, so that a busy machine does not fail valid images.
+    pub max_decode_time: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -40,6 +45,7 @@ impl Default for Limits {
             max_pixels: 40_000_000,
             max_input_bytes: 32 * 1024 * 1024,
             max_decode_alloc: 512 * 1024 * 1024,
+            max_decode_time: Some(Duration::from_secs(5)),
         }
     }
 }
@@ -76,6 +82,16 @@ impl Limits {
         Ok(())
     }
 
+    /// Starts the clock of [`Self::max_decode_time`] for one decode of `format`.
+    pub(crate) fn decode_clock(&self, format: ImageFormat) -> DecodeClock {
+        DecodeClock {
+            format,
+            started: thread_cpu_time(),
+            limit: self.max_decode_time,
+            checks: Cell::new(0),
+        }
+    }
+
     /// The `image` crate limits for a decoder whose dimensions have passed [`Self::check_dimensions`].
     fn decoder_limits(&self, dimensions: Option<(u32, u32)>) -> image::Limits {
         let mut limits = image::Limits::default();
@@ -95,10 +111,16 @@ impl Limits {
 /// allocation limit, so an oversized image returns [`ImageError::TooLarge`] or
 /// [`ImageError::AllocationTooLarge`] instead of allocating.
 ///
-// NOTE: a running decoder cannot be preempted. Decode time is bounded only through the
-// limits: it grows about linearly with the pixel count (40 M pixels by default) for every
-// format except progressive JPEG, where each scan is a pass over all coefficients and the
-// number of scans is bounded only by the input size.
+/// A decode that takes more CPU time than `limits.max_decode_time` returns
+/// [`ImageError::DecodeTimeout`]. JPEG output is checked against the clock every few rows, so
+/// it stops shortly after the limit.
+//
+// NOTE: the other formats are decoded by one call of the `image` crate, which cannot be
+// interrupted, so they are checked only when that call returns. Their decode time grows
+// about linearly with the pixel count, which `max_pixels` caps. A progressive JPEG reads
+// every scan before the first output row, and the number of scans is bounded only by the
+// input size, so that phase is checked only at its end. Interrupting it would need
+// libjpeg's progress monitor hook, which the `mozjpeg` crate does not expose.
 pub fn decode(bytes: &[u8], limits: &Limits) -> Result<RgbImage, ImageError> {
     if bytes.is_empty() {
         return Err(ImageError::Empty);
@@ -118,7 +140,9 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<RgbImage, ImageError> {
         .ok_or(ImageError::UnsupportedFormat { format })?;
     if format == ImageFormat::Jpeg {
         check_jpeg_end(bytes)?;
-        let decoded = crate::jpeg::decode_jpeg(bytes, limits)?;
+        let clock = limits.decode_clock(format);
+        let decoded = crate::jpeg::decode_jpeg(bytes, limits, &clock)?;
+        clock.check()?;
         let mut upright = DynamicImage::ImageRgb8(decoded.image);
         upright.apply_orientation(decoded.orientation);
         return Ok(upright.into_rgb8());
@@ -158,11 +182,65 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<RgbImage, ImageError> {
         .set_limits(limits.decoder_limits(Some(dimensions)))
         .map_err(|error| to_error(dimensions, error))?;
 
+    let clock = limits.decode_clock(format);
     let decoded =
         DynamicImage::from_decoder(decoder).map_err(|error| to_error(dimensions, error))?;
+    clock.check()?;
     let mut upright = DynamicImage::ImageRgb8(to_rgb8_on_white(decoded));
     upright.apply_orientation(orientation);
     Ok(upright.into_rgb8())
+}
+
+/// The CPU time spent on one decode, against [`Limits::max_decode_time`].
+///
+/// The decode must run on the thread that created the clock.
+pub(crate) struct DecodeClock {
+    format: ImageFormat,
+    /// CPU time of the thread when the decode started.
+    started: Duration,
+    limit: Option<Duration>,
+    /// Checks made so far, for tests of where the decoders check.
+    checks: Cell<u32>,
+}
+
+// === impl DecodeClock ===
+
+impl DecodeClock {
+    /// Fails with [`ImageError::DecodeTimeout`] once the decode has used more CPU time than the
+    /// limit.
+    pub(crate) fn check(&self) -> Result<(), ImageError> {
+        self.checks.set(self.checks.get() + 1);
+        let Some(limit) = self.limit else {
+            return Ok(());
+        };
+        if thread_cpu_time().saturating_sub(self.started) > limit {
+            return Err(ImageError::DecodeTimeout {
+                format: self.format,
+                limit_ms: limit.as_millis(),
+            });
+        }
+        Ok(())
+    }
+
+    #[cfg(test)]
+    pub(crate) fn checks(&self) -> u32 {
+        self.checks.get()
+    }
+}
+
+/// Returns the CPU time the calling thread has used (`CLOCK_THREAD_CPUTIME_ID`).
+fn thread_cpu_time() -> Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid, writable timespec for the duration of the call.
+    let status = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    if status != 0 {
+        // A clock that cannot be read reads as zero, which turns the time limit off.
+        return Duration::ZERO;
+    }
+    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
 }
 
 /// Estimates the most bytes [`decode`] holds at once, excluding the decoder's internal state.

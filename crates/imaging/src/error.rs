@@ -6,8 +6,9 @@ use crate::ImageFormat;
 ///
 /// Intended mapping: `Empty` 400; `UnknownFormat` and `UnsupportedFormat` 415;
 /// `Invalid` 422; `TooLarge` 413 when the input bytes exceed the limit
-/// (code `image_input_too_large`) and 422 when the dimensions, pixel count or
-/// decode allocation do (code `image_too_large`); `Internal` 500.
+/// (code `image_input_too_large`) and 422 when the dimensions, pixel count,
+/// decode allocation (code `image_too_large`) or decode time
+/// (`image_decode_timeout`) do; `Internal` 500.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ImageErrorKind {
     /// The input has zero bytes.
@@ -19,7 +20,8 @@ pub enum ImageErrorKind {
     UnknownFormat,
     /// The data is corrupt or truncated.
     Invalid,
-    /// The input bytes, dimensions, pixel count or decode allocation exceed a [`crate::Limits`].
+    /// The input bytes, dimensions, pixel count, decode allocation or decode time exceed a
+    /// [`crate::Limits`].
     TooLarge,
     /// A caller bug: an output buffer of the wrong length or an invalid preprocessing spec.
     Internal,
@@ -73,6 +75,9 @@ pub enum ImageError {
         max_alloc: u64,
     },
 
+    #[error("decoding the {format} image took longer than the limit of {limit_ms} ms")]
+    DecodeTimeout { format: ImageFormat, limit_ms: u128 },
+
     #[error("output buffer has {actual} values; 3x{resolution}x{resolution} = {expected} expected")]
     OutputLength {
         resolution: u32,
@@ -98,7 +103,8 @@ impl ImageError {
             ImageError::Invalid { .. } => ImageErrorKind::Invalid,
             ImageError::InputTooLarge { .. }
             | ImageError::TooLarge { .. }
-            | ImageError::AllocationTooLarge { .. } => ImageErrorKind::TooLarge,
+            | ImageError::AllocationTooLarge { .. }
+            | ImageError::DecodeTimeout { .. } => ImageErrorKind::TooLarge,
             ImageError::OutputLength { .. } | ImageError::InvalidSpec { .. } => {
                 ImageErrorKind::Internal
             }
@@ -118,6 +124,7 @@ impl ImageError {
             ImageError::TooLarge { .. } | ImageError::AllocationTooLarge { .. } => {
                 "image_too_large"
             }
+            ImageError::DecodeTimeout { .. } => "image_decode_timeout",
             ImageError::OutputLength { .. } | ImageError::InvalidSpec { .. } => {
                 "image_preprocess_failed"
             }

@@ -15,13 +15,17 @@ use image::RgbImage;
 use image::metadata::Orientation;
 use mozjpeg::{ColorSpace, DctMethod, Decompress, Marker};
 
-use crate::{ImageError, ImageFormat, Limits};
+use crate::{ImageError, ImageFormat, Limits, decode::DecodeClock};
 
 /// Prefix of an APP1 segment that contains EXIF data, before the TIFF header.
 const EXIF_PREFIX: &[u8] = b"Exif\0\0";
 
 /// Prefix of the APP14 segment that Adobe applications write; CMYK data is then inverted.
 const ADOBE_PREFIX: &[u8] = b"Adobe";
+
+/// Output rows decoded between two checks of the decode clock: an estimated few milliseconds
+/// of work for the widest image the default limits allow.
+const ROWS_PER_CLOCK_CHECK: usize = 16;
 
 /// A decoded JPEG in RGB8 with the EXIF orientation not yet applied.
 pub(crate) struct DecodedJpeg {
@@ -34,10 +38,17 @@ pub(crate) struct DecodedJpeg {
 /// The header is read first and its dimensions checked against `limits` before any pixel
 /// buffer exists. Grayscale is replicated to RGB by libjpeg. CMYK and YCCK are decoded to
 /// CMYK and converted as Pillow's `convert("RGB")` does.
-pub(crate) fn decode_jpeg(bytes: &[u8], limits: &Limits) -> Result<DecodedJpeg, ImageError> {
+///
+/// `clock` is checked once the input is absorbed (all scans of a progressive JPEG) and then
+/// every [`ROWS_PER_CLOCK_CHECK`] output rows.
+pub(crate) fn decode_jpeg(
+    bytes: &[u8],
+    limits: &Limits,
+    clock: &DecodeClock,
+) -> Result<DecodedJpeg, ImageError> {
     // The closure owns every libjpeg object, so an unwind out of libjpeg drops them all
     // (the crate's `Drop` calls `jpeg_destroy_decompress`) and leaves nothing half-built.
-    let outcome = catch_unwind(AssertUnwindSafe(|| decode_unwinding(bytes, limits)));
+    let outcome = catch_unwind(AssertUnwindSafe(|| decode_unwinding(bytes, limits, clock)));
     match outcome {
         Ok(result) => result,
         Err(payload) => {
@@ -51,7 +62,11 @@ pub(crate) fn decode_jpeg(bytes: &[u8], limits: &Limits) -> Result<DecodedJpeg, 
     }
 }
 
-fn decode_unwinding(bytes: &[u8], limits: &Limits) -> Result<DecodedJpeg, ImageError> {
+fn decode_unwinding(
+    bytes: &[u8],
+    limits: &Limits,
+    clock: &DecodeClock,
+) -> Result<DecodedJpeg, ImageError> {
     let markers = [Marker::APP(1), Marker::APP(14)];
     let mut decompress = Decompress::with_markers(&markers)
         .from_mem(bytes)
@@ -109,9 +124,21 @@ fn decode_unwinding(bytes: &[u8], limits: &Limits) -> Result<DecodedJpeg, ImageE
     let mut started = decompress
         .to_colorspace(out_space)
         .map_err(|error| invalid(&error.to_string()))?;
-    let samples: Vec<u8> = started
-        .read_scanlines()
-        .map_err(|error| invalid(&error.to_string()))?;
+    // A progressive JPEG has read all its scans by now.
+    clock.check()?;
+
+    let row_len = width as usize * if cmyk { 4 } else { 3 };
+    let mut samples = Vec::new();
+    samples
+        .try_reserve_exact(row_len * height as usize)
+        .map_err(|_| invalid("out of memory for the decoded rows"))?;
+    samples.resize(row_len * height as usize, 0);
+    for rows in samples.chunks_mut(row_len * ROWS_PER_CLOCK_CHECK) {
+        started
+            .read_scanlines_into(rows)
+            .map_err(|error| invalid(&error.to_string()))?;
+        clock.check()?;
+    }
     started
         .finish()
         .map_err(|error| invalid(&error.to_string()))?;
@@ -122,7 +149,7 @@ fn decode_unwinding(bytes: &[u8], limits: &Limits) -> Result<DecodedJpeg, ImageE
         samples
     };
     let image = RgbImage::from_raw(width, height, rgb)
-        .ok_or_else(|| invalid("libjpeg returned fewer rows than the header declares"))?;
+        .ok_or_else(|| invalid("the decoded rows do not match the header's dimensions"))?;
     Ok(DecodedJpeg { image, orientation })
 }
 
@@ -187,6 +214,22 @@ fn invalid(reason: &str) -> ImageError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clock_checked_every_row_chunk() {
+        let bytes = include_bytes!("../tests/fixtures/corpus/baseline.jpg");
+        let limits = Limits {
+            max_decode_time: None,
+            ..Limits::default()
+        };
+        let clock = limits.decode_clock(ImageFormat::Jpeg);
+
+        let decoded = decode_jpeg(bytes, &limits, &clock).unwrap();
+
+        // Once after absorbing the input, then once per 16 of the 48 rows.
+        assert_eq!(decoded.image.height(), 48);
+        assert_eq!(clock.checks(), 1 + 48 / ROWS_PER_CLOCK_CHECK as u32);
+    }
 
     #[test]
     fn muldiv255_rounds() {

@@ -6,6 +6,8 @@
 mod common;
 
 use common::{abs_diff, cases, corpus_file, decode_fixture, fixtures, preprocess_levels};
+use std::time::Duration;
+
 use effnet_imaging::{ImageError, ImageErrorKind, ImageFormat, Limits, decode};
 
 /// Model input side used to compare variants: a mild downscale of the 64x48 corpus photo.
@@ -190,6 +192,35 @@ fn decode_alloc_limit() {
         "{error}"
     );
     assert_eq!(error.code(), "image_too_large");
+}
+
+#[test]
+fn decode_time_limit() {
+    let expired = Limits {
+        max_decode_time: Some(Duration::ZERO),
+        ..Limits::default()
+    };
+    let unlimited = Limits {
+        max_decode_time: None,
+        ..Limits::default()
+    };
+
+    for file in [
+        "baseline.jpg",
+        "progressive.jpg",
+        "rgb8.png",
+        "animated.gif",
+    ] {
+        let error = decode(&corpus_file(file), &expired).expect_err("over the time limit");
+        assert_eq!(error.kind(), ImageErrorKind::TooLarge, "{file}");
+        assert_eq!(error.code(), "image_decode_timeout", "{file}");
+        assert!(
+            error.to_string().contains("limit of 0 ms"),
+            "{file}: {error}"
+        );
+
+        assert!(decode(&corpus_file(file), &unlimited).is_ok(), "{file}");
+    }
 }
 
 #[test]

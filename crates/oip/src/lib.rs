@@ -107,6 +107,6 @@ impl Error {
 }
 
 /// Shortens a client-supplied name for error messages.
-pub fn truncate(text: &str) -> String {
+pub(crate) fn truncate(text: &str) -> String {
     text.chars().take(64).collect()
 }

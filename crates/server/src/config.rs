@@ -209,6 +209,8 @@ pub struct FileLimits {
     pub max_image_width: Option<u32>,
     pub max_image_height: Option<u32>,
     pub max_image_pixels: Option<u64>,
+    /// Milliseconds of CPU time one image may take to decode; 0 turns the limit off.
+    pub max_decode_ms: Option<u64>,
 }
 
 /// Flags of `effnet-serve serve`. Each also reads an environment variable.
@@ -278,6 +280,11 @@ pub struct ServeArgs {
     /// Maximum request body and gRPC message in bytes [default: 33554432].
     #[arg(long, env = "EFFNET_MAX_REQUEST_BYTES")]
     pub max_request_bytes: Option<usize>,
+
+    /// Milliseconds of CPU time one image may take to decode; 0 turns the limit off
+    /// [default: 5000].
+    #[arg(long, env = "EFFNET_MAX_DECODE_MS")]
+    pub max_decode_ms: Option<u64>,
 
     /// Log format [default: text].
     #[arg(long, env = "EFFNET_LOG_FORMAT", value_enum)]
@@ -450,6 +457,11 @@ impl Config {
             max_width: l.max_image_width.unwrap_or(defaults.max_width),
             max_height: l.max_image_height.unwrap_or(defaults.max_height),
             max_pixels: l.max_image_pixels.unwrap_or(defaults.max_pixels),
+            max_decode_time: match args.max_decode_ms.or(l.max_decode_ms) {
+                Some(0) => None,
+                Some(ms) => Some(Duration::from_millis(ms)),
+                None => defaults.max_decode_time,
+            },
             ..defaults
         };
         let max_request_bytes = args
@@ -656,6 +668,24 @@ mod tests {
 
         assert_eq!(config.threads.intra_op_threads, 5);
         assert_eq!(config.http_addr, "127.0.0.1:9000".parse().unwrap());
+    }
+
+    #[test]
+    fn decode_time_limit() {
+        let default = Config::merge(&args(), FileConfig::default(), 2.0).unwrap();
+        let file: FileConfig = toml::from_str("[limits]\nmax_decode_ms = 0\n").unwrap();
+        let off = Config::merge(&args(), file, 2.0).unwrap();
+        let file: FileConfig = toml::from_str("[limits]\nmax_decode_ms = 0\n").unwrap();
+        let mut flagged = args();
+        flagged.max_decode_ms = Some(250);
+        let flag = Config::merge(&flagged, file, 2.0).unwrap();
+
+        assert_eq!(default.limits.max_decode_time, Some(Duration::from_secs(5)));
+        assert_eq!(off.limits.max_decode_time, None);
+        assert_eq!(
+            flag.limits.max_decode_time,
+            Some(Duration::from_millis(250))
+        );
     }
 
     #[test]

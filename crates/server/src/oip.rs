@@ -4,9 +4,8 @@
 //! (`grpc::oip`) translate their wire formats into these types and convert
 //! [`ServiceError`] into their own status codes.
 //!
-//! Requests are checked against the model by `effnet-oip`, which checks
-//! every size the client declares against the model and the bytes received
-//! before anything sized by the request is allocated.
+//! `effnet-oip` checks every size the client declares against the model and
+//! the bytes received before anything sized by the request is allocated.
 
 use std::{sync::Arc, time::Duration};
 

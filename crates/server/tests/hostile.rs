@@ -226,6 +226,56 @@ fn peak_rss_kib(server: &TestServer) -> u64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
+/// Encodes an uncompressed 24-bit BMP of `width` x `height` mid-gray pixels
+/// (`width` a multiple of 4, so rows need no padding).
+fn gray_bmp(width: u32, height: u32) -> Vec<u8> {
+    let pixels = 3 * width * height;
+    let mut bmp = Vec::with_capacity(54 + pixels as usize);
+    bmp.extend_from_slice(b"BM");
+    for field in [54 + pixels, 0, 54, 40] {
+        bmp.extend_from_slice(&field.to_le_bytes());
+    }
+    bmp.extend_from_slice(&width.to_le_bytes());
+    bmp.extend_from_slice(&height.to_le_bytes());
+    bmp.extend_from_slice(&1u16.to_le_bytes());
+    bmp.extend_from_slice(&24u16.to_le_bytes());
+    for field in [0, pixels, 2835, 2835, 0, 0] {
+        bmp.extend_from_slice(&field.to_le_bytes());
+    }
+    bmp.resize(54 + pixels as usize, 128);
+    bmp
+}
+
+#[test]
+fn decode_time_limit_rejects_slow_image() {
+    let server = TestServer::start(&["--max-decode-ms", "1"]);
+    let client = Client::new();
+
+    // Decoding six million pixels takes far longer than 1 ms.
+    let response = client
+        .post(format!("http://{}{LITE0}", server.http))
+        .body(gray_bmp(3000, 2000))
+        .send()
+        .unwrap();
+    let status = response.status().as_u16();
+    let body: Value = response.json().unwrap();
+    let ready = client
+        .get(format!("http://{}/health/ready", server.http))
+        .send()
+        .unwrap();
+
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["code"], "image_decode_timeout");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("limit of 1 ms"),
+        "{body}"
+    );
+    assert_eq!(ready.status(), 200);
+}
+
 #[test]
 fn bombs_do_not_raise_peak_memory() {
     let corpus = corpus();

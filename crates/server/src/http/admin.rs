@@ -108,6 +108,7 @@ pub async fn config(State(service): State<Arc<InferenceService>>) -> Json<serde_
             "max_image_height": limits.max_height,
             "max_image_pixels": limits.max_pixels,
             "max_decode_alloc_bytes": limits.max_decode_alloc,
+            "max_decode_ms": limits.max_decode_time.map_or(0, |t| t.as_millis()),
         },
         "models": models,
     }))
