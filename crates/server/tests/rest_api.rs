@@ -3,7 +3,12 @@
 
 mod common;
 
-use std::sync::OnceLock;
+use std::{
+    io::{Read as _, Write as _},
+    net::TcpStream,
+    sync::OnceLock,
+    time::Duration,
+};
 
 use base64::Engine as _;
 use common::TestServer;
@@ -25,6 +30,41 @@ fn photo() -> (Vec<u8>, usize) {
         .find(|(file, _)| file.contains("great_white_shark"))
         .unwrap();
     (common::sample_image(&file), index)
+}
+
+/// Posts `len` zero bytes over a raw connection, writing the whole body
+/// before reading anything, as simple clients do, and returns the status
+/// code and the body of the response.
+fn post_whole_body(path: &str, len: usize) -> (u16, String) {
+    let mut stream = TcpStream::connect(server().http).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: image/jpeg\r\n\
+         content-length: {len}\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        stream.write_all(&chunk[..n]).unwrap();
+        left -= n;
+    }
+
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, body)| body.to_string());
+    (status, body)
 }
 
 fn post(path: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
@@ -370,4 +410,14 @@ fn crc32(bytes: &[u8]) -> u32 {
         }
     }
     !crc
+}
+
+#[test]
+fn oversized_upload_gets_413() {
+    // Ten times the limit: far more than socket buffers take in after the
+    // server has responded, so the server must read the rest.
+    let (status, body) = post_whole_body(LITE0, 40_000_000);
+
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("body_too_large"), "{body}");
 }

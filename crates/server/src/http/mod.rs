@@ -27,6 +27,7 @@ use crate::{
 mod admin;
 mod classify;
 mod feedback;
+mod linger;
 pub mod metrics;
 pub mod oip;
 
@@ -57,6 +58,7 @@ pub fn router(service: Arc<InferenceService>) -> Router {
         .merge(oip::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn(linger::discard_unread_body))
         .layer(middleware::from_fn(request_id))
         .with_state(service)
 }
