@@ -148,20 +148,21 @@ fn fp32_images(data: TensorData, count: usize, image_len: usize) -> Result<Vec<V
             if raw.len() != elements * FP32_SIZE {
                 return Err(byte_length_mismatch(elements * FP32_SIZE, raw.len()));
             }
-            Ok(raw
-                .chunks_exact(image_len * FP32_SIZE)
-                .map(|image| {
-                    image
-                        .chunks_exact(FP32_SIZE)
-                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                        .collect()
-                })
+            let values: Vec<f32> = raw
+                .chunks_exact(FP32_SIZE)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            check_finite(&values)?;
+            Ok(values
+                .chunks_exact(image_len)
+                .map(<[f32]>::to_vec)
                 .collect())
         }
         TensorData::Fp32(values) => {
             if values.len() != elements {
                 return Err(element_count_mismatch(elements, values.len()));
             }
+            check_finite(&values)?;
             Ok(values
                 .chunks_exact(image_len)
                 .map(<[f32]>::to_vec)
@@ -170,6 +171,21 @@ fn fp32_images(data: TensorData, count: usize, image_len: usize) -> Result<Vec<V
         TensorData::Bytes(_) => Err(Error::invalid(
             "invalid_datatype",
             "input declared FP32 but carries BYTES contents",
+        )),
+    }
+}
+
+/// Rejects NaN and infinite values, which a model turns into NaN logits or
+/// arbitrary classes.
+fn check_finite(values: &[f32]) -> Result<(), Error> {
+    match values.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(index) => Err(Error::invalid(
+            "non_finite_input",
+            format!(
+                "input element {index} is {}; FP32 inputs must be finite numbers",
+                values[index]
+            ),
         )),
     }
 }
@@ -324,6 +340,21 @@ mod tests {
         let images = fp32_images(TensorData::Raw(Bytes::from(raw)), 2, 2).unwrap();
 
         assert_eq!(images, vec![vec![1.0, 2.0], vec![3.0, 4.0]]);
+    }
+
+    #[test]
+    fn non_finite_values_rejected() {
+        let raw: Vec<u8> = [1.0f32, f32::NAN]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+
+        let nan = fp32_images(TensorData::Raw(Bytes::from(raw)), 1, 2).unwrap_err();
+        let infinite = fp32_images(TensorData::Fp32(vec![f32::INFINITY, 0.0]), 1, 2).unwrap_err();
+
+        assert_eq!(nan.code, "non_finite_input");
+        assert!(nan.message.contains("element 1 is NaN"), "{}", nan.message);
+        assert_eq!(infinite.code, "non_finite_input");
     }
 
     #[test]

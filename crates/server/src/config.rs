@@ -23,6 +23,8 @@ pub struct Config {
     pub max_images_per_request: usize,
     /// Maximum request body (REST) and message (gRPC) size in bytes.
     pub max_request_bytes: usize,
+    /// Maximum pause between two reads of an HTTP request body.
+    pub body_timeout: Duration,
     pub default_precision: effnet_repository::Precision,
     pub shutdown: ShutdownConfig,
     pub models: ModelsConfig,
@@ -187,6 +189,7 @@ pub struct FileServer {
     pub spinning: Option<bool>,
     pub max_in_flight_images: Option<usize>,
     pub default_timeout_ms: Option<u64>,
+    pub body_timeout_ms: Option<u64>,
     pub default_precision: Option<effnet_repository::Precision>,
     pub drain_period_ms: Option<u64>,
     pub shutdown_timeout_ms: Option<u64>,
@@ -263,6 +266,11 @@ pub struct ServeArgs {
     /// Deadline in milliseconds of requests that set none [default: 30000].
     #[arg(long, env = "EFFNET_DEFAULT_TIMEOUT_MS")]
     pub default_timeout_ms: Option<u64>,
+
+    /// Maximum pause in milliseconds between two reads of an HTTP request
+    /// body before the request fails [default: 30000].
+    #[arg(long, env = "EFFNET_BODY_TIMEOUT_MS")]
+    pub body_timeout_ms: Option<u64>,
 
     /// Precision that a model alias without one (efficientnet-lite0) resolves to [default: int8].
     #[arg(long, env = "EFFNET_DEFAULT_PRECISION", value_parser = parse_precision)]
@@ -524,6 +532,12 @@ impl Config {
             },
             max_images_per_request: l.max_images_per_request.unwrap_or(64),
             max_request_bytes,
+            body_timeout: Duration::from_millis(
+                args.body_timeout_ms
+                    .or(s.body_timeout_ms)
+                    .unwrap_or(30_000)
+                    .max(1),
+            ),
             default_precision: args
                 .default_precision
                 .or(s.default_precision)

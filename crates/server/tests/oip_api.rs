@@ -325,6 +325,24 @@ fn http_binary_output() {
 }
 
 #[test]
+fn http_nan_input_is_400() {
+    let header = json!({
+        "inputs": [{ "name": "input", "datatype": "FP32", "shape": [1, 3, RESOLUTION, RESOLUTION],
+                     "parameters": { "binary_data_size": IMAGE_FLOATS * 4 } }],
+    });
+    let mut binary = zeros(1);
+    binary[40..44].copy_from_slice(&f32::NAN.to_le_bytes());
+
+    let response = post_binary(&format!("/v2/models/{MODEL}/infer"), header, &binary);
+    let status = response.status();
+    let body: Value = response.json().unwrap();
+
+    assert_eq!(status, 400, "{body}");
+    let message = body["error"].as_str().unwrap();
+    assert!(message.contains("element 10 is NaN"), "{message}");
+}
+
+#[test]
 fn http_malformed_requests() {
     let infer = format!("/v2/models/{MODEL}/infer");
     let image_shape = [1, 3, RESOLUTION, RESOLUTION];

@@ -18,7 +18,14 @@ use serde_json::Value;
 /// Returns the one server that the tests of this file share.
 fn server() -> &'static TestServer {
     static SERVER: OnceLock<TestServer> = OnceLock::new();
-    SERVER.get_or_init(|| TestServer::start(&["--max-request-bytes", "4000000"]))
+    SERVER.get_or_init(|| {
+        TestServer::start(&[
+            "--max-request-bytes",
+            "4000000",
+            "--body-timeout-ms",
+            "1000",
+        ])
+    })
 }
 
 const LITE0: &str = "/v1/models/efficientnet-lite0-fp32/classify";
@@ -32,14 +39,20 @@ fn photo() -> (Vec<u8>, usize) {
     (common::sample_image(&file), index)
 }
 
+/// Opens a raw connection to the shared server that gives up reading after 30 s.
+fn raw_connection() -> TcpStream {
+    let stream = TcpStream::connect(server().http).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream
+}
+
 /// Posts `len` zero bytes over a raw connection, writing the whole body
 /// before reading anything, as simple clients do, and returns the status
 /// code and the body of the response.
 fn post_whole_body(path: &str, len: usize) -> (u16, String) {
-    let mut stream = TcpStream::connect(server().http).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
+    let mut stream = raw_connection();
     write!(
         stream,
         "POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: image/jpeg\r\n\
@@ -420,4 +433,20 @@ fn oversized_upload_gets_413() {
 
     assert_eq!(status, 413, "{body}");
     assert!(body.contains("body_too_large"), "{body}");
+}
+
+#[test]
+fn stalled_upload_times_out() {
+    let mut stream = raw_connection();
+
+    // Three of the 100000 declared bytes, then nothing.
+    write!(
+        stream,
+        "POST {LITE0} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: 100000\r\n\r\nabc"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+
+    assert!(response.starts_with("HTTP/1.1 400"), "{response}");
 }

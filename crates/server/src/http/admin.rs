@@ -103,6 +103,7 @@ pub async fn config(State(service): State<Arc<InferenceService>>) -> Json<serde_
         },
         "limits": {
             "max_request_bytes": config.max_request_bytes,
+            "body_timeout_ms": config.body_timeout.as_millis(),
             "max_images_per_request": config.max_images_per_request,
             "max_image_width": limits.max_width,
             "max_image_height": limits.max_height,

@@ -1,5 +1,9 @@
-//! Lingering close: the unread rest of a request body is read and discarded
-//! before the response goes out.
+//! Reading of request bodies: an idle timeout, and a lingering close that
+//! reads and discards the unread rest of a body before the response goes out.
+//!
+//! A client that stops sending in the middle of a body would otherwise hold
+//! its connection and the part already buffered for as long as it likes. So
+//! the body fails once no data has arrived for the configured body timeout.
 //!
 //! A handler that responds early, such as with 413 once the body limit is
 //! reached, leaves the rest of the body unread. When the connection
@@ -15,25 +19,36 @@ use std::{
     time::Duration,
 };
 
-use axum::{body::Body, extract::Request, middleware::Next, response::Response};
+use axum::{
+    body::Body,
+    extract::{Request, State},
+    middleware::Next,
+    response::Response,
+};
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt as _;
+use tower_http::timeout::TimeoutBody;
 
 /// Most bytes read and discarded after the handler has responded.
 const MAX_DISCARD_BYTES: usize = 64 * 1024 * 1024;
 
-/// Longest time spent discarding after the handler has responded.
+/// Maximum time spent discarding after the handler has responded.
 const MAX_DISCARD_TIME: Duration = Duration::from_secs(5);
 
-/// Runs the handler on a shared handle to the request body, then discards
-/// whatever it left unread, up to [`MAX_DISCARD_BYTES`] and
-/// [`MAX_DISCARD_TIME`].
+/// Runs the handler on a shared handle to the request body, which fails
+/// after `idle_timeout` without data, then discards whatever the handler
+/// left unread, up to [`MAX_DISCARD_BYTES`] and [`MAX_DISCARD_TIME`].
 //
 // NOTE: past either bound the connection closes with data unread, and a
 // client still sending may see a reset instead of the response.
-pub async fn discard_unread_body(request: Request, next: Next) -> Response {
+pub async fn guard_body(
+    State(idle_timeout): State<Duration>,
+    request: Request,
+    next: Next,
+) -> Response {
     let (parts, body) = request.into_parts();
+    let body = Body::new(TimeoutBody::new(idle_timeout, body));
     let shared = SharedBody(Arc::new(Mutex::new(body)));
 
     let response = next

@@ -58,7 +58,10 @@ pub fn router(service: Arc<InferenceService>) -> Router {
         .merge(oip::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(middleware::from_fn(linger::discard_unread_body))
+        .layer(middleware::from_fn_with_state(
+            config.body_timeout,
+            linger::guard_body,
+        ))
         .layer(middleware::from_fn(request_id))
         .with_state(service)
 }
