@@ -5,7 +5,7 @@
 //! size the model needs.
 //!
 //! Input layout: byte 0 selects the model resolution (1 to 4, small so that
-//! valid FP32 tensors are reachable), byte 1 says whether the
+//! valid FP32 tensors are reachable), bit 0 of byte 1 selects whether the
 //! `Inference-Header-Content-Length` header is present, bytes 2 and 3 hold
 //! its value (little-endian), and the rest is the body.
 

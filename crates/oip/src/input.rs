@@ -148,15 +148,17 @@ fn fp32_images(data: TensorData, count: usize, image_len: usize) -> Result<Vec<V
             if raw.len() != elements * FP32_SIZE {
                 return Err(byte_length_mismatch(elements * FP32_SIZE, raw.len()));
             }
-            let values: Vec<f32> = raw
-                .chunks_exact(FP32_SIZE)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            let images: Vec<Vec<f32>> = raw
+                .chunks_exact(image_len * FP32_SIZE)
+                .map(|image| {
+                    image
+                        .chunks_exact(FP32_SIZE)
+                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                        .collect()
+                })
                 .collect();
-            check_finite(&values)?;
-            Ok(values
-                .chunks_exact(image_len)
-                .map(<[f32]>::to_vec)
-                .collect())
+            check_finite(images.iter().flatten())?;
+            Ok(images)
         }
         TensorData::Fp32(values) => {
             if values.len() != elements {
@@ -177,15 +179,12 @@ fn fp32_images(data: TensorData, count: usize, image_len: usize) -> Result<Vec<V
 
 /// Rejects NaN and infinite values, which a model turns into NaN logits or
 /// arbitrary classes.
-fn check_finite(values: &[f32]) -> Result<(), Error> {
-    match values.iter().position(|v| !v.is_finite()) {
+fn check_finite<'a>(values: impl IntoIterator<Item = &'a f32>) -> Result<(), Error> {
+    match values.into_iter().enumerate().find(|(_, v)| !v.is_finite()) {
         None => Ok(()),
-        Some(index) => Err(Error::invalid(
+        Some((index, value)) => Err(Error::invalid(
             "non_finite_input",
-            format!(
-                "input element {index} is {}; FP32 inputs must be finite numbers",
-                values[index]
-            ),
+            format!("input element {index} is {value}, but FP32 inputs must be finite numbers"),
         )),
     }
 }

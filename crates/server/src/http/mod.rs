@@ -27,9 +27,9 @@ use crate::{
 mod admin;
 mod classify;
 mod feedback;
-mod linger;
 pub mod metrics;
 pub mod oip;
+mod request_body;
 
 /// Header carrying the request id, read from the client or generated.
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -60,7 +60,7 @@ pub fn router(service: Arc<InferenceService>) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(
             config.body_timeout,
-            linger::guard_body,
+            request_body::guard,
         ))
         .layer(middleware::from_fn(request_id))
         .with_state(service)

@@ -8,7 +8,7 @@
 //! A handler that responds early, such as with 413 once the body limit is
 //! reached, leaves the rest of the body unread. When the connection
 //! then closes with data still arriving, the kernel resets it, and a client
-//! that is still sending sees a broken pipe instead of the response. Reading
+//! that is still sending gets a broken pipe instead of the response. Reading
 //! the rest first, within bounds, lets the client finish sending and read the
 //! status and error body.
 
@@ -42,11 +42,7 @@ const MAX_DISCARD_TIME: Duration = Duration::from_secs(5);
 //
 // NOTE: past either bound the connection closes with data unread, and a
 // client still sending may see a reset instead of the response.
-pub async fn guard_body(
-    State(idle_timeout): State<Duration>,
-    request: Request,
-    next: Next,
-) -> Response {
+pub async fn guard(State(idle_timeout): State<Duration>, request: Request, next: Next) -> Response {
     let (parts, body) = request.into_parts();
     let body = Body::new(TimeoutBody::new(idle_timeout, body));
     let shared = SharedBody(Arc::new(Mutex::new(body)));
